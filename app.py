@@ -1,0 +1,174 @@
+"""kiqboard: one dashboard for the Sidekiq workers of several Rails apps.
+
+`create_app()` is the whole wiring; `flask run` and gunicorn ('app:create_app()') both find it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import sys
+from datetime import datetime, timezone
+
+from flask import Flask, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import auth
+from blueprints.dashboard import create_dashboard_blueprint
+from blueprints.login import create_login_blueprint
+from blueprints.overview import create_overview_blueprint
+from config import ConfigError, Settings, load_settings
+from pools import Pool, connect
+
+log = logging.getLogger("kiqboard")
+
+# gunicorn treats this worker exit status as "cannot boot" and stops instead of respawning forever.
+BOOT_ERROR_EXIT_STATUS = 3
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    if settings is None:
+        settings = settings_or_exit()
+    if settings.demo and not settings.pools:
+        import demo
+
+        settings = dataclasses.replace(settings, pools=demo.demo_pool_settings())
+    app = Flask(__name__)
+    configure(app, settings)
+    pools = build_pools(settings)
+    app.extensions["kiqboard"] = {"settings": settings, "pools": pools}
+    register_extensions(app, settings, pools)
+    register_blueprints(app, settings, pools)
+    register_security_headers(app)
+    register_error_handlers(app)
+    if settings.demo:
+        start_demo(app, pools)
+    return app
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment; a mistake is one line on stderr and a non-zero exit, no traceback."""
+    try:
+        return load_settings()
+    except ConfigError as error:
+        print(f"kiqboard: configuration error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(BOOT_ERROR_EXIT_STATUS) from None
+
+
+def configure(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="kiqboard_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        # Lax, not Strict: the OAuth callback is a cross-site top-level GET that must carry the session.
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.force_https,
+        PREFERRED_URL_SCHEME="https" if settings.force_https else "http",
+        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+    )
+    app.json.sort_keys = False
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
+            x_host=settings.trusted_proxies, x_port=settings.trusted_proxies,
+        )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.setLevel(settings.log_level)
+
+
+def build_pools(settings: Settings) -> dict[str, Pool]:
+    if settings.demo:
+        import demo
+
+        return {ps.name: Pool(ps, demo.demo_client(ps)) for ps in settings.pools}
+    return {ps.name: Pool(ps, connect(ps)) for ps in settings.pools}
+
+
+def register_extensions(app: Flask, settings: Settings, pools: dict[str, Pool]) -> None:
+    auth.init_app(app, settings, pools)
+
+
+def register_blueprints(app: Flask, settings: Settings, pools: dict[str, Pool]) -> None:
+    app.register_blueprint(create_login_blueprint(settings))
+    app.register_blueprint(create_overview_blueprint(pools))
+    for pool in pools.values():
+        app.register_blueprint(create_dashboard_blueprint(pool))
+    app.add_url_rule("/healthz", "healthz", healthz)
+
+    @app.context_processor
+    def layout_context() -> dict:
+        return {
+            "settings": settings,
+            "demo_mode": settings.demo,
+            "server_utc_time": datetime.now(timezone.utc).strftime("%H:%M:%S UTC"),
+        }
+
+
+def healthz():
+    return jsonify(status="ok")
+
+
+def register_security_headers(app: Flask) -> None:
+    @app.before_request
+    def make_csp_nonce() -> None:
+        g.csp_nonce = secrets.token_urlsafe(16)
+
+    app.jinja_env.globals["csp_nonce"] = lambda: g.get("csp_nonce", "")
+
+    @app.after_request
+    def security_headers(response):
+        nonce = g.get("csp_nonce", "")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            f"default-src 'none'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+            "img-src 'self' data: https://avatars.githubusercontent.com; connect-src 'self'; font-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return (
+        request.path.startswith("/api/")
+        or request.path.endswith(("/stats", "/stats/queues"))
+        or best == "application/json"
+        or "Authorization" in request.headers
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if wants_json():
+            return jsonify(error=error.name, message=error.description, status=error.code), error.code
+        return render_template("error.html", error=error), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if wants_json():
+            return jsonify(error="Internal Server Error", status=500), 500
+        return render_template("error.html", error=None), 500
+
+
+def start_demo(app: Flask, pools: dict[str, Pool]) -> None:
+    import demo
+
+    for pool in pools.values():
+        demo.seed(pool.redis, pool.settings)
+    simulator = demo.DemoSimulator([pool.redis for pool in pools.values()])
+    app.extensions["kiqboard"]["demo_simulator"] = simulator
+
+    @app.before_request
+    def keep_demo_moving() -> None:
+        # Started on the first request, not at import: `flask run`'s reloader imports the app twice.
+        simulator.start()

@@ -1,0 +1,29 @@
+"""gunicorn settings for Heroku and alike (read automatically from the working directory)."""
+
+import os
+import sys
+
+# Fail in the master with the one-line message instead of booting workers that cannot start.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from config import ConfigError, load_settings  # noqa: E402
+
+try:
+    load_settings()
+except ConfigError as error:
+    print(f"kiqboard: configuration error: {error}", file=sys.stderr, flush=True)
+    sys.exit(3)
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+# Heroku's buildpack sets WEB_CONCURRENCY from the dyno size; threads serve slow Redis calls without a worker each.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+worker_class = "gthread"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Heroku's router is the only thing in front of a dyno; X-Forwarded-Proto is trusted from it.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*" if "DYNO" in os.environ else "127.0.0.1,::1")
+accesslog = "-"
+errorlog = "-"
+max_requests = 5000
+max_requests_jitter = 500
