@@ -15,12 +15,14 @@ from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import redis
+
 import auth
 from blueprints.dashboard import create_dashboard_blueprint
 from blueprints.login import create_login_blueprint
 from blueprints.overview import create_overview_blueprint
 from config import ConfigError, Settings, load_settings
-from pools import Pool, connect
+from pools import Pool, connect, describe_redis_error
 
 log = logging.getLogger("kiqboard")
 
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_extensions(app, settings, pools)
     register_blueprints(app, settings, pools)
     register_security_headers(app)
+    register_pool_fault_handling(app, pools)
     register_error_handlers(app)
     if settings.demo:
         start_demo(app, pools)
@@ -133,6 +136,39 @@ def register_security_headers(app: Flask) -> None:
         if request.endpoint != "static":
             response.headers["Cache-Control"] = "no-store"
         return response
+
+
+def register_pool_fault_handling(app: Flask, pools: dict[str, Pool]) -> None:
+    """A pool that fails answers 503 naming itself; after repeated failures its circuit opens (fail fast)."""
+    by_blueprint = {f"pool_{pool.name}": pool for pool in pools.values()}
+
+    def current_pool() -> Pool | None:
+        return by_blueprint.get(request.blueprint or "")
+
+    @app.before_request
+    def fail_fast_while_circuit_open() -> None:
+        pool = current_pool()
+        if pool is not None:
+            pool.breaker.check(pool.name)
+
+    @app.after_request
+    def close_circuit_on_success(response):
+        pool = current_pool()
+        if pool is not None and response.status_code < 500:
+            pool.breaker.record_success()
+        return response
+
+    @app.errorhandler(redis.RedisError)
+    def pool_unavailable(error: redis.RedisError):
+        pool = current_pool()
+        name = pool.name if pool else "a pool"
+        if pool is not None:
+            pool.breaker.record_failure(error)
+        reason = describe_redis_error(error)
+        log.warning("pool=%s error=%r path=%s", name, reason, request.path)
+        if wants_json():
+            return jsonify(error="pool unavailable", pool=name, reason=reason, status=503), 503
+        return render_template("pool_unavailable.html", pool_name=name, reason=reason), 503, {"Retry-After": "5"}
 
 
 def wants_json() -> bool:
