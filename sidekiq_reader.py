@@ -587,3 +587,543 @@ def job_latency(member: bytes | str | None, now: float) -> float:
             seconds = job_time_seconds(value)
             return now - seconds if seconds is not None else 0.0
     return 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The read-only Lua script: one call per page, so a page costs one round trip whatever the fan-out.
+# Keys are built inside the script from ARGV[1] (the namespace prefix); every command goes through `safe`, so a key
+# of the wrong type (WRONGTYPE) reads as empty instead of failing the page.
+
+PAGE_SCRIPT = r"""
+local prefix, op = ARGV[1], ARGV[2]
+
+local function k(name) return prefix .. name end
+
+local function safe(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then return false end
+  return reply
+end
+
+local function num(v) if type(v) == 'number' then return v end return 0 end
+
+local function list(v) if type(v) == 'table' then return v end return {} end
+
+local function to_i(v)  -- Ruby's String#to_i
+  if type(v) ~= 'string' then return 0 end
+  return tonumber(string.match(v, '^%s*([-+]?%d+)')) or 0
+end
+
+local function sorted_members(key)
+  local found = list(safe('SMEMBERS', key))
+  table.sort(found)
+  return found
+end
+
+local function stats()
+  local busy = 0
+  for _, identity in ipairs(sorted_members(k('processes'))) do
+    busy = busy + to_i(safe('HGET', k(identity), 'busy'))
+  end
+  local enqueued = 0
+  for _, queue in ipairs(sorted_members(k('queues'))) do
+    enqueued = enqueued + num(safe('LLEN', k('queue:' .. queue)))
+  end
+  return {
+    safe('GET', k('stat:processed')), safe('GET', k('stat:failed')),
+    num(safe('ZCARD', k('schedule'))), num(safe('ZCARD', k('retry'))), num(safe('ZCARD', k('dead'))),
+    num(safe('SCARD', k('processes'))), busy, enqueued, safe('LINDEX', k('queue:default'), -1),
+  }
+end
+
+local function run_at(json)
+  -- Sidekiq writes run_at last; take the last occurrence so a nested (5.x object) payload can't shadow it.
+  local value = string.match(json, '"run_at"%s*:%s*(%-?[%d%.eE%+%-]+)%s*}%s*$')
+    or string.match(json, '.*"run_at"%s*:%s*(%-?[%d%.eE%+%-]+)')
+  return tonumber(value)
+end
+
+if op == 'stats' then
+  return {stats()}
+
+elseif op == 'dashboard' then
+  local processed, failed = {}, {}
+  for i = 3, #ARGV do
+    processed[#processed + 1] = k('stat:processed:' .. ARGV[i])
+    failed[#failed + 1] = k('stat:failed:' .. ARGV[i])
+  end
+  local p, f = {}, {}
+  if #processed > 0 then
+    p = list(safe('MGET', unpack(processed)))
+    f = list(safe('MGET', unpack(failed)))
+  end
+  return {stats(), p, f}
+
+elseif op == 'queues' or op == 'queue_sizes' then
+  local rows = {}
+  for _, name in ipairs(sorted_members(k('queues'))) do
+    local size = num(safe('LLEN', k('queue:' .. name)))
+    if op == 'queues' then
+      rows[#rows + 1] = {name, size, safe('LINDEX', k('queue:' .. name), -1), num(safe('SISMEMBER', k('paused'), name))}
+    else
+      rows[#rows + 1] = {name, size}
+    end
+  end
+  if op == 'queue_sizes' then return {false, rows} end
+  return {stats(), rows}
+
+elseif op == 'queue' then
+  local key, start, stop = k('queue:' .. ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local size = num(safe('LLEN', key))
+  local items
+  if ARGV[6] == 'asc' then
+    items = list(safe('LRANGE', key, -stop - 1, -start - 1))
+  else
+    items = list(safe('LRANGE', key, start, stop))
+  end
+  return {stats(), size, items, num(safe('SISMEMBER', k('paused'), ARGV[3]))}
+
+elseif op == 'set' then
+  local key, start, stop = k(ARGV[3]), ARGV[4], ARGV[5]
+  local total = num(safe('ZCARD', key))
+  local command = 'ZRANGE'
+  if ARGV[6] == 'desc' then command = 'ZREVRANGE' end
+  return {stats(), total, list(safe(command, key, start, stop, 'WITHSCORES'))}
+
+elseif op == 'entry' or op == 'find' then
+  local found = list(safe('ZRANGEBYSCORE', k(ARGV[3]), ARGV[4], ARGV[4], 'WITHSCORES'))
+  if op == 'find' then return {false, found} end
+  return {stats(), found}
+
+elseif op == 'search' or op == 'search_only' then
+  -- ARGV: pattern, offset, limit, max ZSCAN steps per set, step size, then "asc:NAME" / "desc:NAME" per set.
+  local pattern, offset, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+  local max_steps, step = tonumber(ARGV[6]), ARGV[7]
+  local matches, truncated = {}, 0
+  for i = 8, #ARGV do
+    local direction, name = string.match(ARGV[i], '^(%a+):(.+)$')
+    local cursor, steps = '0', 0
+    repeat
+      local reply = safe('ZSCAN', k(name), cursor, 'MATCH', pattern, 'COUNT', step)
+      if not reply then break end
+      cursor = reply[1]
+      local found = reply[2]
+      for j = 1, #found, 2 do
+        local score = tonumber(found[j + 1])
+        if not score then
+          score = math.huge
+          if string.sub(found[j + 1], 1, 1) == '-' then score = -math.huge end
+        end
+        local order = score
+        if direction == 'desc' then order = -score end
+        matches[#matches + 1] = {i, order, found[j], found[j + 1]}
+      end
+      steps = steps + 1
+    until cursor == '0' or steps >= max_steps
+    if cursor ~= '0' then truncated = 1 end
+  end
+  table.sort(matches, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[3] < b[3]
+  end)
+  local slice = {}
+  for i = offset + 1, math.min(#matches, offset + limit) do
+    local m = matches[i]
+    slice[#slice + 1] = {m[1] - 8, m[3], m[4]}
+  end
+  local nav = false
+  if op == 'search' then nav = stats() end
+  return {nav, #matches, truncated, slice}
+
+elseif op == 'busy' then
+  local start, count = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local processes, work = {}, {}
+  for _, identity in ipairs(sorted_members(k('processes'))) do
+    local key = k(identity)
+    local exists = num(safe('EXISTS', key))
+    local fields = list(safe('HMGET', key, 'info', 'busy', 'beat', 'quiet', 'rss', 'rtt_us', 'concurrency'))
+    processes[#processes + 1] = {identity, exists, fields}
+    if exists == 1 then
+      -- IDENTITY:work since 6.4.2, IDENTITY:workers up to 6.4.1; a tid present in both counts once.
+      local seen = {}
+      for _, suffix in ipairs({':work', ':workers'}) do
+        local flat = list(safe('HGETALL', key .. suffix))
+        for j = 1, #flat, 2 do
+          local tid, json = flat[j], flat[j + 1]
+          if not seen[tid] then
+            seen[tid] = true
+            work[#work + 1] = {identity, tid, json, run_at(json) or math.huge}
+          end
+        end
+      end
+    end
+  end
+  table.sort(work, function(a, b)
+    if a[4] ~= b[4] then return a[4] < b[4] end
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local slice = {}
+  for i = start + 1, math.min(#work, start + count) do
+    slice[#slice + 1] = {work[i][1], work[i][2], work[i][3]}
+  end
+  return {stats(), processes, #work, slice, safe('GET', k('dear-leader'))}
+end
+return redis.error_reply('kiqboard: unknown op ' .. tostring(op))
+"""
+PAGE_SCRIPT_SHA = hashlib.sha1(PAGE_SCRIPT.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _str(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _bytes_view(client: redis.Redis) -> redis.Redis:
+    """The client itself when it returns bytes; else a sibling on the same server that does.
+
+    With decode_responses=True redis-py would raise UnicodeDecodeError on a non-UTF-8 job; a bytes view keeps such
+    jobs displayable and gives Job.raw_bytes the exact stored member.
+    """
+    try:
+        if not client.get_encoder().decode_responses:
+            return client
+        pool = client.connection_pool
+        kwargs = {**pool.connection_kwargs, "decode_responses": False}
+        sibling_pool = type(pool)(connection_class=pool.connection_class, max_connections=pool.max_connections,
+                                  **kwargs)
+        return type(client)(connection_pool=sibling_pool)
+    except Exception:  # noqa: BLE001 - unusual client: fall back to it and normalise str replies
+        return client
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so ``text`` matches literally inside ``*...*``."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def clamp_count(count: Any, default: int) -> int:
+    try:
+        value = int(count)
+    except (TypeError, ValueError):
+        return default
+    return min(max(value, 1), MAX_COUNT)
+
+
+def clamp_page(page: Any) -> int:
+    try:
+        return max(int(page), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class SidekiqReader:
+    """Read-only access to one Sidekiq Redis (optionally redis-namespaced)."""
+
+    def __init__(self, client: redis.Redis, namespace: str | None = None) -> None:
+        self.client = _bytes_view(client)
+        self.namespace = namespace or None
+        self.prefix = f"{namespace}:" if namespace else ""
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    # ---- transport ------------------------------------------------------------------------------------------
+
+    def _call(self, op: str, *args: Any, also: Sequence[tuple] = ()) -> tuple[Any, list]:
+        """Run one op of PAGE_SCRIPT, with ``also`` commands pipelined in the same round trip.
+
+        EVALSHA first; only if the server has not cached the script (NOSCRIPT) a second round trip sends EVAL with
+        the body, which also caches it. redis-py's Script helper would add a SCRIPT EXISTS round trip in pipelines.
+        """
+        argv = (self.prefix, op, *args)
+        if not also:
+            try:
+                return self.client.execute_command("EVALSHA", PAGE_SCRIPT_SHA, 0, *argv), []
+            except redis.exceptions.NoScriptError:
+                return self.client.execute_command("EVAL", PAGE_SCRIPT, 0, *argv), []
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", PAGE_SCRIPT_SHA, 0, *argv)
+        for command in also:
+            pipe.execute_command(*command)
+        first, *rest = pipe.execute(raise_on_error=False)
+        if isinstance(first, redis.exceptions.NoScriptError):
+            first = self.client.execute_command("EVAL", PAGE_SCRIPT, 0, *argv)
+        elif isinstance(first, Exception):
+            raise first
+        return first, rest
+
+    # ---- decoding -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _stats(raw: Sequence[Any], now: float | None = None) -> Stats:
+        processed, failed, scheduled, retries, dead, processes, busy, enqueued, tail = (list(raw) + [None] * 9)[:9]
+        return Stats(
+            processed=_ruby_to_i(processed) or 0,
+            failed=_ruby_to_i(failed) or 0,
+            scheduled=int(scheduled or 0),
+            retries=int(retries or 0),
+            dead=int(dead or 0),
+            processes=int(processes or 0),
+            busy=int(busy or 0),
+            enqueued=int(enqueued or 0),
+            default_latency=job_latency(tail, _utc_now().timestamp() if now is None else now),
+        )
+
+    @staticmethod
+    def _redis_info(info: Any) -> RedisInfo:
+        if not isinstance(info, dict):  # INFO renamed/disabled (an error object from the pipeline)
+            return RedisInfo(**FAKE_REDIS_INFO)
+        values = {}
+        for name in FAKE_REDIS_INFO:
+            value = info.get(name)
+            values[name] = "" if value is None else _str(value) or ""
+        return RedisInfo(**values)
+
+    @staticmethod
+    def _entries(set_name: SetName, flat: Sequence[Any]) -> list[SortedEntry]:
+        entries = []
+        for member, score in zip(flat[0::2], flat[1::2]):
+            entries.append(SortedEntry(set_name=set_name, score=float(_str(score) or 0), job=parse_job(member)))
+        return entries
+
+    @staticmethod
+    def _process(identity: str, exists: int, fields: Sequence[Any]) -> Process:
+        info_raw, busy, beat, quiet, rss, rtt_us, concurrency = (list(fields) + [None] * 7)[:7]
+        info: dict = {}
+        if info_raw is not None:
+            ok, parsed = _load_json(_str(info_raw) or "")
+            if ok and isinstance(parsed, dict):
+                info = parsed
+        quiet_text = _str(quiet)
+        capsules = info.get("capsules") if isinstance(info.get("capsules"), dict) else {}
+        queues = info.get("queues")
+        if not isinstance(queues, list):
+            # Sidekiq 8 deprecates top-level queues: collect them from the capsules' weights.
+            queues = []
+            for capsule in capsules.values():
+                weights = capsule.get("weights") if isinstance(capsule, dict) else None
+                if isinstance(weights, dict):
+                    queues.extend(name for name in weights if name not in queues)
+        labels = info.get("labels")
+        labels = labels if isinstance(labels, list) else ([] if labels is None else [labels])
+        hostname = info.get("hostname")
+        if hostname is None:
+            hostname = identity.rsplit(":", 2)[0] if identity.count(":") >= 2 else identity
+        concurrency_value = _ruby_to_i(concurrency, default=None)
+        if concurrency_value is None:
+            concurrency_value = _int_or_none(info.get("concurrency")) or 0
+        started = info.get("started_at")
+        return Process(
+            identity=identity,
+            hostname=_text(hostname),
+            pid=_int_or_none(info.get("pid")),
+            tag=_optional_text(info.get("tag")) or None,
+            labels=[_text(label) for label in labels],
+            queues=[_text(queue) for queue in queues],
+            weights=info.get("weights"),
+            capsules=capsules,
+            concurrency=concurrency_value,
+            busy=_ruby_to_i(busy) or 0,
+            beat=_datetime_from_seconds(b) if (b := _ruby_to_f(beat)) is not None else None,
+            quiet=quiet_text in ("true", "stopping"),
+            # 7.x+ heartbeat writes quiet="stopping" while shutting down (6.4.1's stopping? just meant quiet).
+            stopping=quiet_text == "stopping",
+            rss_kb=_ruby_to_i(rss, default=None),
+            rtt_us=_ruby_to_i(rtt_us, default=None),
+            version=_optional_text(info.get("version")),
+            started_at=job_time(float(started)) if isinstance(started, (int, float)) and not isinstance(started, bool)
+            else None,
+            embedded=info.get("embedded") is True,
+            alive=bool(exists) and info_raw is not None,
+            info=info,
+        )
+
+    @staticmethod
+    def _work(identity: str, tid: str, raw: Any) -> Work:
+        text = _str(raw) or ""
+        ok, entry = _load_json(text)
+        if not ok or not isinstance(entry, dict):
+            return Work(identity=identity, tid=tid, queue="", run_at=None, job=parse_job(raw if raw is not None
+                                                                                        else b""))
+        payload = entry.get("payload")
+        if isinstance(payload, (str, dict)):
+            job = parse_job(payload)  # a JSON string since 6.0, an object in 5.x
+        else:
+            job = parse_job(_text(payload))
+        queue = _optional_text(entry.get("queue")) or job.queue or ""
+        return Work(identity=identity, tid=tid, queue=queue, run_at=job_time(entry.get("run_at")), job=job)
+
+    # ---- plain reads ----------------------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        reply, _ = self._call("stats")
+        return self._stats(reply[0])
+
+    def redis_info(self) -> RedisInfo:
+        try:
+            info = self.client.info()
+        except redis.exceptions.ResponseError:
+            info = None
+        return self._redis_info(info)
+
+    def stats_json(self) -> dict:
+        """Sidekiq Web's ``GET /stats``, in one round trip."""
+        reply, (info,) = self._call("stats", also=[("INFO",)])
+        return {
+            "sidekiq": self._stats(reply[0]).as_sidekiq_json(),
+            "redis": self._redis_info(info).as_sidekiq_json(),
+            "server_utc_time": _utc_now().strftime("%H:%M:%S UTC"),
+        }
+
+    def queue_sizes(self) -> dict[str, int]:
+        """Sidekiq Web's ``GET /stats/queues``: name -> size, largest first."""
+        reply, _ = self._call("queue_sizes")
+        rows = [(_str(name) or "", int(size or 0)) for name, size in reply[1]]
+        return dict(sorted(rows, key=lambda row: -row[1]))
+
+    # ---- pages (each <= 2 round trips, normally 1) ----------------------------------------------------------
+
+    def dashboard(self, days: int = 30) -> DashboardData:
+        days = min(max(int(days), 1), MAX_DAYS)
+        today = _utc_now().date()
+        dates = [today - dt.timedelta(days=offset) for offset in range(days)]
+        reply, (info,) = self._call("dashboard", *(d.isoformat() for d in dates), also=[("INFO",)])
+        processed = [(_ruby_to_i(v) or 0) if v is not None else 0 for v in reply[1]]
+        failed = [(_ruby_to_i(v) or 0) if v is not None else 0 for v in reply[2]]
+        processed += [0] * (days - len(processed))
+        failed += [0] * (days - len(failed))
+        return DashboardData(
+            stats=self._stats(reply[0]),
+            history=History(dates=dates, processed=processed[:days], failed=failed[:days]),
+            redis=self._redis_info(info),
+        )
+
+    def busy(self, page: int = 1, count: int = 100) -> BusyData:
+        """Processes plus one page of running jobs, sorted by run_at (oldest first) like Sidekiq."""
+        page, count = clamp_page(page), clamp_count(count, 100)
+        reply, _ = self._call("busy", (page - 1) * count, count)
+        stats_raw, processes_raw, total, slice_raw, leader = reply
+        processes = [self._process(_str(identity) or "", exists, fields or [])
+                     for identity, exists, fields in processes_raw]
+        work = [self._work(_str(identity) or "", _str(tid) or "", raw) for identity, tid, raw in slice_raw]
+        return BusyData(
+            stats=self._stats(stats_raw),
+            processes=processes,
+            work=Page(items=work, page=page, count=count, total=int(total)),
+            leader=_str(leader) or None,
+        )
+
+    def queues(self) -> QueuesData:
+        reply, _ = self._call("queues")
+        now = _utc_now().timestamp()
+        summaries = [
+            QueueSummary(name=_str(name) or "", size=int(size or 0), latency=job_latency(tail, now), paused=bool(paused))
+            for name, size, tail, paused in reply[1]
+        ]
+        summaries.sort(key=lambda queue: queue.name)
+        return QueuesData(stats=self._stats(reply[0], now), queues=summaries)
+
+    def queue(self, name: str, page: int = 1, count: int = 25, ascending: bool = False) -> QueueData:
+        """One queue's jobs: newest first (list head), or oldest first (next to run) with ``ascending``."""
+        page, count = clamp_page(page), clamp_count(count, 25)
+        start = (page - 1) * count
+        stop = start + count - 1
+        reply, _ = self._call("queue", name, start, stop, "asc" if ascending else "desc")
+        stats_raw, size, members, paused = reply
+        size = int(size or 0)
+        if ascending:
+            members = list(reversed(members))
+            # LRANGE -stop-1 -start-1 returned positive indexes first..first+n-1, now reversed.
+            first = max(0, size - stop - 1)
+            indexes = [first + len(members) - 1 - i for i in range(len(members))]
+        else:
+            indexes = [start + i for i in range(len(members))]
+        jobs = [QueuedJob(index=index, job=parse_job(member, queue=name)) for index, member in zip(indexes, members)]
+        return QueueData(
+            stats=self._stats(stats_raw), name=name, paused=bool(paused),
+            jobs=Page(items=jobs, page=page, count=count, total=size),
+        )
+
+    def sorted_set(self, name: SetName, page: int = 1, count: int = 25, substr: str | None = None) -> SetData:
+        """retry/schedule ascending by score, dead descending. ``substr`` filters the whole set (bounded ZSCAN)."""
+        _check_set_name(name)
+        page, count = clamp_page(page), clamp_count(count, 25)
+        start = (page - 1) * count
+        direction = "desc" if name == "dead" else "asc"
+        if substr:
+            reply, _ = self._call("search", f"*{glob_escape(substr)}*", start, count,
+                                  SEARCH_SCAN_LIMIT // SEARCH_SCAN_STEP, SEARCH_SCAN_STEP, f"{direction}:{name}")
+            stats_raw, total, truncated, rows = reply
+            flat = [value for _, member, score in rows for value in (member, score)]
+            return SetData(
+                stats=self._stats(stats_raw), name=name, substr=substr,
+                entries=Page(items=self._entries(name, flat), page=page, count=count, total=int(total)),
+                truncated=bool(truncated),
+            )
+        reply, _ = self._call("set", name, start, start + count - 1, direction)
+        stats_raw, total, flat = reply
+        return SetData(
+            stats=self._stats(stats_raw), name=name, substr=None,
+            entries=Page(items=self._entries(name, flat), page=page, count=count, total=int(total)),
+        )
+
+    def entry(self, name: SetName, key: str) -> EntryData:
+        _check_set_name(name)
+        parsed = parse_key(key)
+        if parsed is None:
+            return EntryData(stats=self.stats(), entry=None)
+        reply, _ = self._call("entry", name, repr(parsed[0]))
+        return EntryData(stats=self._stats(reply[0]), entry=self._matching(name, reply[1], parsed[1]))
+
+    def find_entry(self, name: SetName, key: str) -> SortedEntry | None:
+        _check_set_name(name)
+        parsed = parse_key(key)
+        if parsed is None:
+            return None
+        reply, _ = self._call("find", name, repr(parsed[0]))
+        return self._matching(name, reply[1], parsed[1])
+
+    def _matching(self, name: SetName, flat: Sequence[Any], jid: str) -> SortedEntry | None:
+        # Unlike Sidekiq's remove_job, a lone entry with the same score but another jid is not "the" entry.
+        for entry in self._entries(name, flat):
+            if entry.job.jid == jid:
+                return entry
+        return None
+
+    def search_jid(self, jid_or_substr: str, limit: int = 50) -> list[SortedEntry]:
+        """Entries of retry, schedule and dead whose JSON contains the text; exact jid matches first.
+
+        Same bound as filtered views: at most SEARCH_SCAN_LIMIT members scanned per set; at most ``limit`` (<= 1000)
+        results. One round trip.
+        """
+        if not jid_or_substr:
+            return []
+        limit = clamp_count(limit, 50)
+        specs = ["asc:retry", "asc:schedule", "desc:dead"]
+        reply, _ = self._call("search_only", f"*{glob_escape(jid_or_substr)}*", 0, limit,
+                              SEARCH_SCAN_LIMIT // SEARCH_SCAN_STEP, SEARCH_SCAN_STEP, *specs)
+        _, _total, _truncated, rows = reply
+        entries = [
+            SortedEntry(set_name=SET_NAMES[int(index)], score=float(_str(score) or 0), job=parse_job(member))
+            for index, member, score in rows
+        ]
+        entries.sort(key=lambda entry: entry.job.jid != jid_or_substr)
+        return entries
+
+
+def _check_set_name(name: str) -> None:
+    if name not in SET_NAMES:
+        raise ValueError(f"not a Sidekiq job set: {name!r}")
