@@ -318,6 +318,21 @@ class EntryData:
     entry: SortedEntry | None
 
 
+@dataclass(frozen=True)
+class OverviewData:
+    """One pool as the cross-pool overview and /metrics show it."""
+
+    stats: Stats
+    history: History
+    queues: list[QueueSummary]  # sorted by name
+    processes: list[Process]
+
+    @property
+    def threads(self) -> int:
+        """Σ concurrency of the live processes (Sidekiq's Busy "Threads")."""
+        return sum(process.concurrency for process in self.processes if process.alive)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Job parsing (pure functions, no Redis)
 
@@ -736,6 +751,34 @@ elseif op == 'search' or op == 'search_only' then
   if op == 'search' then nav = stats() end
   return {nav, #matches, truncated, slice}
 
+elseif op == 'overview' then
+  -- The cross-pool overview and /metrics: stats, history for the dates in ARGV[3..], every queue's size, oldest job
+  -- and paused flag, and every process's hash fields (for the thread count).
+  local processed, failed = {}, {}
+  for i = 3, #ARGV do
+    processed[#processed + 1] = k('stat:processed:' .. ARGV[i])
+    failed[#failed + 1] = k('stat:failed:' .. ARGV[i])
+  end
+  local p, f = {}, {}
+  if #processed > 0 then
+    p = list(safe('MGET', unpack(processed)))
+    f = list(safe('MGET', unpack(failed)))
+  end
+  local rows = {}
+  for _, name in ipairs(sorted_members(k('queues'))) do
+    local key = k('queue:' .. name)
+    rows[#rows + 1] = {name, num(safe('LLEN', key)), safe('LINDEX', key, -1), num(safe('SISMEMBER', k('paused'), name))}
+  end
+  local processes = {}
+  for _, identity in ipairs(sorted_members(k('processes'))) do
+    local key = k(identity)
+    processes[#processes + 1] = {
+      identity, num(safe('EXISTS', key)),
+      list(safe('HMGET', key, 'info', 'busy', 'beat', 'quiet', 'rss', 'rtt_us', 'concurrency')),
+    }
+  end
+  return {stats(), p, f, rows, processes}
+
 elseif op == 'busy' then
   local start, count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local processes, work = {}, {}
@@ -1035,6 +1078,32 @@ class SidekiqReader:
         ]
         summaries.sort(key=lambda queue: queue.name)
         return QueuesData(stats=self._stats(reply[0], now), queues=summaries)
+
+    def overview(self, days: int = 7) -> OverviewData:
+        """Stats, ``days`` of history, every queue's size and latency, and the processes: one round trip."""
+        days = min(max(int(days), 1), MAX_DAYS)
+        now = _utc_now()
+        dates = [now.date() - dt.timedelta(days=offset) for offset in range(days)]
+        reply, _ = self._call("overview", *(d.isoformat() for d in dates))
+        stats_raw, processed_raw, failed_raw, rows, processes_raw = reply
+        processed = [(_ruby_to_i(v) or 0) if v is not None else 0 for v in processed_raw]
+        failed = [(_ruby_to_i(v) or 0) if v is not None else 0 for v in failed_raw]
+        processed += [0] * (days - len(processed))
+        failed += [0] * (days - len(failed))
+        timestamp = now.timestamp()
+        queues = [
+            QueueSummary(name=_str(name) or "", size=int(size or 0), latency=job_latency(tail, timestamp),
+                         paused=bool(paused))
+            for name, size, tail, paused in rows
+        ]
+        queues.sort(key=lambda queue: queue.name)
+        return OverviewData(
+            stats=self._stats(stats_raw, timestamp),
+            history=History(dates=dates, processed=processed[:days], failed=failed[:days]),
+            queues=queues,
+            processes=[self._process(_str(identity) or "", exists, fields or [])
+                       for identity, exists, fields in processes_raw],
+        )
 
     def queue(self, name: str, page: int = 1, count: int = 25, ascending: bool = False) -> QueueData:
         """One queue's jobs: newest first (list head), or oldest first (next to run) with ``ascending``."""
