@@ -1,0 +1,1 @@
+"""Flask blueprints: login (auth helper), overview, one dashboard per pool."""
