@@ -7,6 +7,8 @@
 #   REDIS_URL      redis://127.0.0.1:PORT/DB            (required)
 #   NAMESPACE      redis-namespace prefix               (optional; empty = none)
 #   KIQ_POLL       scheduler poll interval in seconds   (optional, default 1)
+#   KIQ_RETRY_IN   seconds until a failed job's retry   (optional, default 3600: the retry set stays put while
+#                  the tests read it; Sidekiq's own default would make the poller move them after 15-25 s)
 #
 # Every key the workers write goes through Sidekiq.redis, so it is namespaced like everything else:
 #   kiqboard-test:executed   LIST  jids of jobs that ran to completion (LPUSH)
@@ -68,10 +70,13 @@ Sidekiq.options[:average_scheduled_poll_interval] = poll
 Sidekiq.options[:poll_interval_average] = poll
 Sidekiq.options[:labels] = ["kiqboard-test"]
 
+RETRY_IN = Integer(ENV.fetch("KIQ_RETRY_IN", "3600"))
+
 # Plain job that always succeeds and records its jid.
 class PlainWorker
   include Sidekiq::Worker
   sidekiq_options queue: "default", tags: ["plain", "kiqboard"]
+  sidekiq_retry_in { RETRY_IN }
 
   def perform(*args)
     KiqboardTest.record(jid, args)
@@ -82,6 +87,7 @@ end
 class FailingWorker
   include Sidekiq::Worker
   sidekiq_options queue: "default", retry: 5, backtrace: true, tags: ["failing"]
+  sidekiq_retry_in { RETRY_IN }
 
   def perform(*args)
     raise ArgumentError, "FailingWorker always fails: #{args.inspect}"
@@ -116,6 +122,7 @@ end
 GlobalID.app = "kiqboard-test"
 ActiveJob::Base.queue_adapter = :sidekiq
 ActiveJob::Base.logger = Logger.new(nil)
+ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper.sidekiq_retry_in { RETRY_IN }
 
 # A GlobalID-identifiable model (no database): serialized by ActiveJob as {"_aj_globalid" => "gid://..."}.
 class User
