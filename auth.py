@@ -561,7 +561,11 @@ def safe_next(value: str | None) -> str | None:
 
 
 def csrf_token() -> str:
-    """This session's CSRF token (created on first use). Also the Jinja global `csrf_token()`."""
+    """This session's CSRF token (created on first use). Also the Jinja global `csrf_token()`.
+
+    Bearer-token requests get "" (they may not POST, and must not be handed a session cookie)."""
+    if g.get("_kiq_bearer") is not None:
+        return ""
     token = session.get(CSRF_SESSION_KEY)
     if not isinstance(token, str) or len(token) < 32:
         token = secrets.token_urlsafe(32)
