@@ -30,10 +30,13 @@ SET_NAMES: tuple[SetName, ...] = ("retry", "schedule", "dead")
 
 MAX_COUNT = 1000
 MAX_DAYS = 180
-# Filtered views (substr) scan at most this many members per sorted set inside one Lua call...
+# Filtered views (substr) and search_jid scan at most SEARCH_SCAN_LIMIT members per sorted set and keep at most
+# SEARCH_MATCH_LIMIT matches, in Lua chunks of SEARCH_STEPS_PER_CALL ZSCAN steps of COUNT SEARCH_SCAN_STEP (~10k
+# members, a few ms of Redis time each): a set of <= ~10k members costs one round trip, 1M members 10.
 SEARCH_SCAN_LIMIT = 100_000
-# ...asking ZSCAN for this many per step.
+SEARCH_MATCH_LIMIT = 10_000
 SEARCH_SCAN_STEP = 1000
+SEARCH_STEPS_PER_CALL = 10
 
 ACTIVE_JOB_WRAPPERS = frozenset({
     "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
@@ -308,7 +311,7 @@ class SetData:
     name: SetName
     substr: str | None
     entries: Page[SortedEntry]
-    # True when a filtered view hit SEARCH_SCAN_LIMIT before scanning the whole set.
+    # True when a filtered view stopped at SEARCH_SCAN_LIMIT / SEARCH_MATCH_LIMIT before scanning the whole set.
     truncated: bool = False
 
 
@@ -710,46 +713,21 @@ elseif op == 'entry' or op == 'find' then
   if op == 'find' then return {false, found} end
   return {stats(), found}
 
-elseif op == 'search' or op == 'search_only' then
-  -- ARGV: pattern, offset, limit, max ZSCAN steps per set, step size, then "asc:NAME" / "desc:NAME" per set.
-  local pattern, offset, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-  local max_steps, step = tonumber(ARGV[6]), ARGV[7]
-  local matches, truncated = {}, 0
-  for i = 8, #ARGV do
-    local direction, name = string.match(ARGV[i], '^(%a+):(.+)$')
-    local cursor, steps = '0', 0
-    repeat
-      local reply = safe('ZSCAN', k(name), cursor, 'MATCH', pattern, 'COUNT', step)
-      if not reply then break end
-      cursor = reply[1]
-      local found = reply[2]
-      for j = 1, #found, 2 do
-        local score = tonumber(found[j + 1])
-        if not score then
-          score = math.huge
-          if string.sub(found[j + 1], 1, 1) == '-' then score = -math.huge end
-        end
-        local order = score
-        if direction == 'desc' then order = -score end
-        matches[#matches + 1] = {i, order, found[j], found[j + 1]}
-      end
-      steps = steps + 1
-    until cursor == '0' or steps >= max_steps
-    if cursor ~= '0' then truncated = 1 end
-  end
-  table.sort(matches, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    if a[2] ~= b[2] then return a[2] < b[2] end
-    return a[3] < b[3]
-  end)
-  local slice = {}
-  for i = offset + 1, math.min(#matches, offset + limit) do
-    local m = matches[i]
-    slice[#slice + 1] = {m[1] - 8, m[3], m[4]}
+elseif op == 'scan' or op == 'scan_stats' then
+  -- One bounded chunk of ZSCAN MATCH (ARGV: set, cursor, pattern, steps, COUNT per step). Chunks keep each script
+  -- short (~10k members) so a search never blocks the app's Redis for long; Python loops over the cursor.
+  local key, cursor, pattern, steps, step = k(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+  local found = {}
+  for _ = 1, steps do
+    local reply = safe('ZSCAN', key, cursor, 'MATCH', pattern, 'COUNT', step)
+    if not reply then cursor = '0'; break end
+    cursor = reply[1]
+    for _, value in ipairs(reply[2]) do found[#found + 1] = value end
+    if cursor == '0' then break end
   end
   local nav = false
-  if op == 'search' then nav = stats() end
-  return {nav, #matches, truncated, slice}
+  if op == 'scan_stats' then nav = stats() end
+  return {nav, cursor, found}
 
 elseif op == 'overview' then
   -- The cross-pool overview and /metrics: stats, history for the dates in ARGV[3..], every queue's size, oldest job
@@ -907,6 +885,25 @@ class SidekiqReader:
         elif isinstance(first, Exception):
             raise first
         return first, rest
+
+    def _call_many(self, calls: Sequence[tuple[str, tuple]]) -> list[Any]:
+        """Several ops of PAGE_SCRIPT in one pipeline (one round trip; one more if the script is not cached)."""
+        pipe = self.client.pipeline(transaction=False)
+        for op, args in calls:
+            pipe.execute_command("EVALSHA", PAGE_SCRIPT_SHA, 0, self.prefix, op, *args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                op, args = calls[i]
+                pipe.execute_command("EVAL", PAGE_SCRIPT, 0, self.prefix, op, *args)
+            for i, reply in zip(missing, pipe.execute(raise_on_error=False)):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # ---- decoding -------------------------------------------------------------------------------------------
 
@@ -1133,14 +1130,12 @@ class SidekiqReader:
         start = (page - 1) * count
         direction = "desc" if name == "dead" else "asc"
         if substr:
-            reply, _ = self._call("search", f"*{glob_escape(substr)}*", start, count,
-                                  SEARCH_SCAN_LIMIT // SEARCH_SCAN_STEP, SEARCH_SCAN_STEP, f"{direction}:{name}")
-            stats_raw, total, truncated, rows = reply
-            flat = [value for _, member, score in rows for value in (member, score)]
+            stats_raw, matches, truncated = self._scan(name, substr, SEARCH_MATCH_LIMIT, with_stats=True)
+            matches.sort(key=lambda entry: (-entry.score if direction == "desc" else entry.score, entry.job.raw_bytes))
             return SetData(
                 stats=self._stats(stats_raw), name=name, substr=substr,
-                entries=Page(items=self._entries(name, flat), page=page, count=count, total=int(total)),
-                truncated=bool(truncated),
+                entries=Page(items=matches[start:start + count], page=page, count=count, total=len(matches)),
+                truncated=truncated,
             )
         reply, _ = self._call("set", name, start, start + count - 1, direction)
         stats_raw, total, flat = reply
@@ -1172,25 +1167,64 @@ class SidekiqReader:
                 return entry
         return None
 
-    def search_jid(self, jid_or_substr: str, limit: int = 50) -> list[SortedEntry]:
-        """Entries of retry, schedule and dead whose JSON contains the text; exact jid matches first.
+    def _scan(self, name: SetName, substr: str, max_matches: int, with_stats: bool = False,
+              first_reply: Any = None) -> tuple[Any, list[SortedEntry], bool]:
+        """Entries of one set whose stored JSON contains ``substr`` (ZSCAN MATCH, bounded; see SEARCH_*).
 
-        Same bound as filtered views: at most SEARCH_SCAN_LIMIT members scanned per set; at most ``limit`` (<= 1000)
-        results. One round trip.
+        Returns (raw stats or None, matches in scan order, truncated). More than one round trip for big sets.
+        ``first_reply`` is the set's first chunk when the caller already fetched it (pipelined with other sets).
+        """
+        pattern = f"*{glob_escape(substr)}*"
+        max_calls = max(1, SEARCH_SCAN_LIMIT // (SEARCH_SCAN_STEP * SEARCH_STEPS_PER_CALL))
+        cursor: Any = "0"
+        stats_raw = None
+        seen: set[bytes] = set()
+        matches: list[SortedEntry] = []
+        for call in range(max_calls):
+            if call == 0 and first_reply is not None:
+                reply = first_reply
+            else:
+                op = "scan_stats" if with_stats and call == 0 else "scan"
+                reply, _ = self._call(op, *self._scan_args(name, cursor, pattern))
+            if call == 0:
+                stats_raw = reply[0]
+            cursor = _str(reply[1]) or "0"
+            flat = reply[2]
+            for member, score in zip(flat[0::2], flat[1::2]):
+                member_bytes = _as_bytes(member)
+                if member_bytes in seen:  # SCAN may return an element twice
+                    continue
+                seen.add(member_bytes)
+                matches.append(SortedEntry(set_name=name, score=float(_str(score) or 0), job=parse_job(member)))
+            if len(matches) >= max_matches:
+                return stats_raw, matches[:max_matches], True
+            if cursor == "0":
+                return stats_raw, matches, False
+        return stats_raw, matches, True
+
+    @staticmethod
+    def _scan_args(name: str, cursor: Any, pattern: str) -> tuple:
+        return (name, cursor, pattern, SEARCH_STEPS_PER_CALL, SEARCH_SCAN_STEP)
+
+    def search_jid(self, jid_or_substr: str, limit: int = 50) -> list[SortedEntry]:
+        """Entries of retry, schedule and dead whose JSON contains the text: exact jid matches first, then by set
+        (retry, schedule, dead) and time. Bounded like filtered views; at most ``limit`` (<= 1000) results.
         """
         if not jid_or_substr:
             return []
         limit = clamp_count(limit, 50)
-        specs = ["asc:retry", "asc:schedule", "desc:dead"]
-        reply, _ = self._call("search_only", f"*{glob_escape(jid_or_substr)}*", 0, limit,
-                              SEARCH_SCAN_LIMIT // SEARCH_SCAN_STEP, SEARCH_SCAN_STEP, *specs)
-        _, _total, _truncated, rows = reply
-        entries = [
-            SortedEntry(set_name=SET_NAMES[int(index)], score=float(_str(score) or 0), job=parse_job(member))
-            for index, member, score in rows
-        ]
-        entries.sort(key=lambda entry: entry.job.jid != jid_or_substr)
-        return entries
+        pattern = f"*{glob_escape(jid_or_substr)}*"
+        # First chunk of all three sets in one pipeline: small sets are searched in a single round trip.
+        firsts = self._call_many([("scan", self._scan_args(name, "0", pattern)) for name in SET_NAMES])
+        found: list[SortedEntry] = []
+        for name, first in zip(SET_NAMES, firsts):
+            matches, _ = self._scan(name, jid_or_substr, limit - len(found), first_reply=first)[1:]
+            matches.sort(key=lambda entry: -entry.score if name == "dead" else entry.score)
+            found.extend(matches)
+            if len(found) >= limit:
+                break
+        found.sort(key=lambda entry: entry.job.jid != jid_or_substr)
+        return found[:limit]
 
 
 def _check_set_name(name: str) -> None:

@@ -614,6 +614,18 @@ def test_search_is_bounded(r, monkeypatch):
     assert 0 < data.entries.total < 2000
 
 
+def test_search_over_many_chunks_finds_everything_once(r, monkeypatch):
+    r.zadd("dead", {dumps(job_6x(f"j{i}", args=["needle" if i % 2 else "hay"])): float(i) for i in range(600)})
+    monkeypatch.setattr(sr, "SEARCH_STEPS_PER_CALL", 1)
+    monkeypatch.setattr(sr, "SEARCH_SCAN_STEP", 20)
+    data = SidekiqReader(r).sorted_set("dead", substr="needle", count=1000)
+    assert data.truncated is False
+    assert [e.job.jid for e in data.entries.items] == [f"j{i}" for i in range(599, 0, -2)]
+    monkeypatch.setattr(sr, "SEARCH_MATCH_LIMIT", 10)
+    data = SidekiqReader(r).sorted_set("dead", substr="needle", count=1000)
+    assert data.truncated is True and data.entries.total == 10
+
+
 def test_search_jid_across_sets(r, ns):
     r.zadd(k(ns, "retry"), {dumps(job_6x("abc123")): 1.0, dumps(job_6x("zzz", args=["abc123"])): 2.0})
     r.zadd(k(ns, "schedule"), {dumps(job_6x("sch-abc123x")): 1.0})
@@ -828,6 +840,7 @@ def test_every_page_in_at_most_two_round_trips(redis_client, round_trips):
         "search": lambda: reader.sorted_set("retry", substr="retry4"),
         "entry": lambda: reader.entry("retry", "1700000001.5-retry1"),
         "stats_json": lambda: reader.stats_json(),
+        "search_jid": lambda: reader.search_jid("retry1"),
     }
     cold = {}
     for name, call in calls.items():
