@@ -128,7 +128,7 @@ def main(sizes: list[int]) -> None:
                 "queue(page=1, asc)": lambda: reader.queue("default", ascending=True),
                 "sorted_set(retry, page=1)": lambda: reader.sorted_set("retry"),
                 "sorted_set(retry, last page)": lambda: reader.sorted_set("retry", page=last_set_page),
-                "sorted_set(retry, count=1000)": lambda: reader.sorted_set("retry", page=3, count=1000),
+                "sorted_set(retry, count=1000)": lambda: reader.sorted_set("retry", count=1000),
                 "sorted_set(dead, page=1)": lambda: reader.sorted_set("dead"),
                 "sorted_set(retry, substr=...)": lambda: reader.sorted_set("retry", substr="boom 12"),
                 "entry(retry, key)": lambda: reader.entry("retry", a_key),
