@@ -4,6 +4,13 @@ Vocabulary follows Sidekiq's ``lib/sidekiq/api.rb``: Stats, History, Job (JobRec
 Every page method returns everything that page shows, including the nav ``stats``, in at most two Redis round
 trips: one ``EVALSHA`` of a read-only Lua script (plus ``INFO`` pipelined alongside for the dashboard), and a second
 one only when the server's script cache does not know the script yet (then ``EVAL`` with the body).
+Filtered views (``substr``) and ``search_jid`` are the exception: a bounded ZSCAN in short Lua chunks (see SEARCH_*),
+one round trip for sets up to ~10k members, at most 10 per set beyond that.
+
+Job display rules follow Sidekiq 8 (a superset of 6.4.1): ``_aj_globalid`` -> gid string and ``_aj_*`` keys dropped
+(7.1+), MailDeliveryJob args shown as ``[params, args]``, latency from ``enqueued_at`` falling back to
+``created_at``. Integer timestamps are milliseconds (Sidekiq 8) unless too small to be (then seconds).
+Running jobs on the busy page are sorted by ``run_at`` (oldest first), then identity and tid, like Sidekiq.
 
 Nothing here writes to Redis. Sidekiq's own UI prunes ``processes`` on view; we report such processes with
 ``alive=False`` instead.
