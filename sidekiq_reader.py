@@ -335,12 +335,7 @@ class OverviewData:
     stats: Stats
     history: History
     queues: list[QueueSummary]  # sorted by name
-    processes: list[Process]
-
-    @property
-    def threads(self) -> int:
-        """Σ concurrency of the live processes (Sidekiq's Busy "Threads")."""
-        return sum(process.concurrency for process in self.processes if process.alive)
+    threads: int  # Σ concurrency of the live processes (Sidekiq's Busy "Threads")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -738,7 +733,7 @@ elseif op == 'scan' or op == 'scan_stats' then
 
 elseif op == 'overview' then
   -- The cross-pool overview and /metrics: stats, history for the dates in ARGV[3..], every queue's size, oldest job
-  -- and paused flag, and every process's hash fields (for the thread count).
+  -- and paused flag, and the live processes' total concurrency (the reply stays small: ten pools parse it at once).
   local processed, failed = {}, {}
   for i = 3, #ARGV do
     processed[#processed + 1] = k('stat:processed:' .. ARGV[i])
@@ -754,15 +749,21 @@ elseif op == 'overview' then
     local key = k('queue:' .. name)
     rows[#rows + 1] = {name, num(safe('LLEN', key)), safe('LINDEX', key, -1), num(safe('SISMEMBER', k('paused'), name))}
   end
-  local processes = {}
+  local threads = 0
   for _, identity in ipairs(sorted_members(k('processes'))) do
-    local key = k(identity)
-    processes[#processes + 1] = {
-      identity, num(safe('EXISTS', key)),
-      list(safe('HMGET', key, 'info', 'busy', 'beat', 'quiet', 'rss', 'rtt_us', 'concurrency')),
-    }
+    local fields = list(safe('HMGET', k(identity), 'info', 'concurrency'))
+    if type(fields[1]) == 'string' then  -- alive: its hash has not expired
+      local c
+      if type(fields[2]) == 'string' and string.match(fields[2], '^%s*[-+]?%d') then
+        c = to_i(fields[2])  -- a hash field since Sidekiq 8.1.2
+      else
+        local ok, info = pcall(cjson.decode, fields[1])
+        if ok and type(info) == 'table' then c = tonumber(info.concurrency) end
+      end
+      if c then threads = threads + math.floor(c) end
+    end
   end
-  return {stats(), p, f, rows, processes}
+  return {stats(), p, f, rows, threads}
 
 elseif op == 'busy' then
   local start, count = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -1084,12 +1085,12 @@ class SidekiqReader:
         return QueuesData(stats=self._stats(reply[0], now), queues=summaries)
 
     def overview(self, days: int = 7) -> OverviewData:
-        """Stats, ``days`` of history, every queue's size and latency, and the processes: one round trip."""
+        """Stats, ``days`` of history, every queue's size and latency, and the thread count: one round trip."""
         days = min(max(int(days), 1), MAX_DAYS)
         now = _utc_now()
         dates = [now.date() - dt.timedelta(days=offset) for offset in range(days)]
         reply, _ = self._call("overview", *(d.isoformat() for d in dates))
-        stats_raw, processed_raw, failed_raw, rows, processes_raw = reply
+        stats_raw, processed_raw, failed_raw, rows, threads = reply
         processed = [(_ruby_to_i(v) or 0) if v is not None else 0 for v in processed_raw]
         failed = [(_ruby_to_i(v) or 0) if v is not None else 0 for v in failed_raw]
         processed += [0] * (days - len(processed))
@@ -1105,8 +1106,7 @@ class SidekiqReader:
             stats=self._stats(stats_raw, timestamp),
             history=History(dates=dates, processed=processed[:days], failed=failed[:days]),
             queues=queues,
-            processes=[self._process(_str(identity) or "", exists, fields or [])
-                       for identity, exists, fields in processes_raw],
+            threads=int(threads or 0),
         )
 
     def queue(self, name: str, page: int = 1, count: int = 25, ascending: bool = False) -> QueueData:
