@@ -414,6 +414,8 @@ def init_app(app: Flask, settings: Settings, pools: Mapping[str, Any]) -> None:
         data = session.get(USER_SESSION_KEY)
         if not isinstance(data, dict) or data.get("login") != user_id:
             return None
+        if bool(data.get("demo")) != bool(settings.demo):
+            return None  # a demo session is worthless outside demo mode (and a GitHub one inside it)
         try:
             return User.from_session(data)
         except (KeyError, TypeError, ValueError):
@@ -582,7 +584,11 @@ def _same_origin(origin: str) -> bool:
         return False
     if request.is_secure and parts.scheme != "https":
         return False
-    return parts.netloc.lower() == request.host.lower()
+    netloc = parts.netloc.lower()
+    default_port = ":443" if parts.scheme == "https" else ":80"
+    if netloc.endswith(default_port):
+        netloc = netloc[: -len(default_port)]
+    return netloc == request.host.lower()
 
 
 def _protect_unsafe_methods() -> Response | None:
@@ -681,7 +687,10 @@ def _recheck_membership() -> None:
         return
     st = state()
     data = session.get(USER_SESSION_KEY)
-    if not isinstance(data, dict) or data.get("demo") or st.github is None:
+    if not isinstance(data, dict) or st.github is None:
+        return
+    if data.get("demo"):
+        end_session()  # cannot happen with distinct keys; never let a demo session in outside demo mode
         return
     if "Authorization" in request.headers:
         return  # Bearer requests are judged by their token, not the cookie

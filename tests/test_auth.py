@@ -572,6 +572,14 @@ def test_demo_sign_in(demo_app):
     assert client.get("/api/pools").get_json()["login"] == "demo"
 
 
+def test_demo_session_is_worthless_outside_demo_mode(client):
+    with client.session_transaction() as sess:
+        sess["_user_id"] = "demo"
+        sess["kiq_user"] = {"login": "demo", "demo": True, "teams": [], "checked_at": 0}
+    assert client.get("/").status_code == 302
+    assert client.get("/api/pools").status_code == 401
+
+
 def test_demo_route_404_outside_demo_mode(client):
     assert client.post("/auth/demo", data={"authenticity_token": csrf_token(client)}).status_code == 404
 
@@ -594,6 +602,25 @@ def test_cookie_flags(client, fake_github):
     assert "redirect_uri=https%3A%2F%2Flocalhost%2Fauth%2Fgithub%2Fcallback" in https.headers["Location"] \
         or "redirect_uri=https://localhost/auth/github/callback" in https.headers["Location"]
     assert not any(h.startswith("remember_token") for h in start.headers.getlist("Set-Cookie"))
+
+
+def test_force_https(fake_github):
+    client = auth_test_app(make_settings(fake_github, force_https=True)).test_client()
+    response = client.get("/auth/github")
+    assert parse_qs(urlsplit(response.headers["Location"]).query)["redirect_uri"] == [
+        "https://localhost/auth/github/callback"]
+    assert "Secure" in session_cookie_header(response)
+
+
+def test_github_com_layout_api_at_root(fake_github):
+    from config import Settings
+    from tests.auth_support import github_settings
+
+    settings = Settings(pools=(pool_settings(),), github=github_settings(fake_github, ghe=False),
+                        secret_key="x" * 32)
+    client = auth_test_app(settings).test_client()
+    assert sign_in(client, fake_github).headers["Location"] == "/"
+    assert fake_github.calls[0][1] == "/user"
 
 
 def test_each_app_has_its_own_oauth_urls(fake_github):
@@ -685,6 +712,26 @@ def test_real_app_behind_heroku_router_uses_https(real_app, fake_github):
     query = parse_qs(urlsplit(response.headers["Location"]).query)
     assert query["redirect_uri"] == ["https://kiq.example.com/auth/github/callback"]
     assert "Secure" in session_cookie_header(response)
+
+
+def test_real_app_post_behind_heroku_router(real_app, fake_github):
+    client = real_app.test_client()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "kiq.example.com", "X-Forwarded-Port": "443",
+                 "X-Forwarded-For": "203.0.113.9"}
+    fake_github.set_user("octocat", orgs={"acme": "active"})
+    callback = approve(fake_github, client.get("/auth/github", headers=forwarded).headers["Location"])
+    assert client.get(local_path(callback), headers=forwarded).status_code == 302
+    token = csrf_token(client)
+    for origin in ("https://kiq.example.com", "https://kiq.example.com:443"):
+        response = client.post("/sidekiq/retries", data={"authenticity_token": token, "key[]": "1.0-x", "delete": "1"},
+                               headers={**forwarded, "Origin": origin, "Sec-Fetch-Site": "same-origin"})
+        assert response.status_code not in (401, 403), (origin, response.status_code, body(response)[:300])
+    response = client.post("/sidekiq/retries", data={"authenticity_token": token},
+                           headers={**forwarded, "Origin": "http://kiq.example.com"})  # downgraded origin
+    assert response.status_code == 403
+    response = client.post("/logout", data={"authenticity_token": token},
+                           headers={**forwarded, "Origin": "https://kiq.example.com"})
+    assert response.status_code == 302
 
 
 def test_real_app_bearer(real_app, fake_github):
