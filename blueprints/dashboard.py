@@ -318,14 +318,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
             abort(403)
         return None
 
-    @bp.errorhandler(redis.exceptions.ConnectionError)
-    @bp.errorhandler(redis.exceptions.TimeoutError)
-    def redis_down(error):
-        log.warning("pool %s: redis unreachable on %s %s: %s", pool.name, request.method, request.path, error)
-        message = f"Redis for pool {pool.name} is unreachable right now; try again in a moment."
-        if request.path.endswith(("/stats", "/stats/queues")) or request.accept_mimetypes.best == "application/json":
-            return jsonify(error="Service Unavailable", message=message, status=503), 503
-        return render_template("dashboard/unavailable.html", message=message, **layout()), 503
+    # Redis errors are app.py's: a 503 naming the pool, and the pool's circuit breaker.
 
     # ------------------------------------------------------------------------------------ layout
 

@@ -36,8 +36,11 @@
     var url = rt.getAttribute("data-stats-url");
     var data = [[], [], []], last = null, timer = null, polls = 0;
     var chart = new uPlot({ width: width(rt), height: 240, series: series("Time"), axes: axes(),
-      tzDate: utc, scales: { x: { time: true, range: function (u, min, max) {
-        return (min == null || min === max) ? [(max || Date.now() / 1000) - 60, (max || Date.now() / 1000) + 1] : [min, max];
+      tzDate: utc, legend: { live: false },
+      scales: { x: { time: true, range: function (u, min, max) {
+        // at least a one-minute window, so a few first points do not stretch into milliseconds
+        var end = max == null ? Date.now() / 1000 : max;
+        return [Math.min(min == null ? end : min, end - 60), end];
       } }, y: { range: function (u, min, max) { return [0, Math.max(5, max * 1.1)]; } } } }, data, rt);
     rt.setAttribute("data-points", "0");
     var slider = document.getElementById("poll-interval"), output = document.getElementById("poll-interval-value");
@@ -97,7 +100,7 @@
   if (hist && window.uPlot) {
     var h = JSON.parse(hist.getAttribute("data-history"));
     var xs = h.dates.map(function (d) { return Date.parse(d + "T00:00:00Z") / 1000; });
-    var hchart = new uPlot({ width: width(hist), height: 240, series: series("Date"), axes: axes(), tzDate: utc,
+    var hchart = new uPlot({ width: width(hist), height: 240, series: series("Date"), axes: axes(), tzDate: utc, legend: { live: false },
       scales: { x: { time: true } } }, [xs, h.processed, h.failed], hist);
     window.addEventListener("resize", function () { hchart.setSize({ width: width(hist), height: 240 }); });
   }
