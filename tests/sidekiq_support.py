@@ -37,6 +37,7 @@ DUMP = RUBY_DIR / "dump.rb"
 EXECUTED = "kiqboard-test:executed"   # LIST of jids of jobs that ran to completion
 ARGS = "kiqboard-test:args"           # HASH jid -> JSON of the args the job received
 STARTED = "kiqboard-test:started"     # LIST of jids of SleepWorker jobs that started
+PAYLOADS = "kiqboard-test:payloads"   # HASH jid -> the job hash as Sidekiq's processor parsed it (middleware)
 
 RUBY_LIBS = ("sidekiq", "sidekiq/api", "active_job", "redis/namespace", "globalid")
 T = TypeVar("T")
@@ -178,6 +179,9 @@ class SidekiqProcess:
             sk.identity          # its entry in `processes` (hostname:pid:hex)
             sk.hash()            # its heartbeat hash (info, busy, beat, quiet, ...)
             sk.log()             # what it logged so far
+
+    `poll_interval`: the scheduler's average poll (worker_app.rb sets Sidekiq.options[:poll_interval_average]).
+    `heartbeat`: replaces Sidekiq's 5 s BEAT_PAUSE (signals are popped once per heartbeat); None keeps Sidekiq's.
     """
 
     def __init__(
@@ -189,6 +193,7 @@ class SidekiqProcess:
         tag: str = "kiqboard-test",
         shutdown_timeout: int = 2,
         poll_interval: float = 1.0,
+        heartbeat: float | None = None,
         env: Mapping[str, str] | None = None,
         start_timeout: float = 30,
     ) -> None:
@@ -200,7 +205,8 @@ class SidekiqProcess:
         self.tag = tag
         self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
-        self.env = ruby_env(redis_url, namespace, {"KIQ_POLL": str(poll_interval), **(env or {})})
+        extra = {"KIQ_POLL": str(poll_interval), "KIQ_BEAT": "" if heartbeat is None else str(heartbeat)}
+        self.env = ruby_env(redis_url, namespace, {**extra, **(env or {})})
         self.client = redis.Redis.from_url(redis_url, decode_responses=True)
         self.process: subprocess.Popen | None = None
         self.identity: str | None = None
@@ -282,7 +288,7 @@ class SidekiqProcess:
         return int(self.hash().get("busy") or 0)
 
     def wait_busy(self, count: int, timeout: float = 15) -> None:
-        """Until a heartbeat (every 5 s) reports `busy` == count."""
+        """Until a heartbeat (every 5 s unless `heartbeat` was given) reports `busy` == count."""
         wait_until(lambda: self.busy() == count, timeout, f"{self.identity} to report busy={count}", 0.1)
 
     def log(self) -> str:

@@ -5,6 +5,9 @@
 #   REDIS_URL=... [NAMESPACE=ns] ruby tests/ruby/seed.rb [MODE]
 #
 # MODE "full" (default): a bit of everything (queues, scheduled, retry, dead, ActiveJob, mailer).
+# MODE "actions": jobs that succeed when run, parked in retry (3 PlainWorker, 1 ActiveJob, 1 mailer), dead
+#                 (3 PlainWorker, 1 ActiveJob) and schedule (3 PlainWorker in an hour, 1 ActiveJob, 1 mailer),
+#                 for the retry / add-to-queue interop tests.
 # MODE "failing": only pushes FailingWorker/DeadWorker/FailingJob jobs into queue "failing" so that a real `sidekiq`
 #                 process (started with -q failing) fails them into the retry and dead sets.
 # Prints JSON: {"jids": {category: [jid, ...]}, "action_mailer": bool}
@@ -117,9 +120,27 @@ def seed_failing
   note :failing_dead, DeadWorker.set(queue: "failing").perform_async("really dies")
 end
 
+def seed_actions
+  through_job_retry("default", message: "transient") do
+    3.times { |i| note :retry, PlainWorker.set(queue: STAGING).perform_async("retry me", i, {"ü" => [1.5, nil]}) }
+    note :retry_aj, GidJob.set(queue: STAGING).perform_later(User.new(21), {"from" => "retry"}).provider_job_id
+    note :retry_aj, ModernMailer.welcome(User.new(22), "retry mail").deliver_later(queue: STAGING).provider_job_id
+  end
+  through_job_retry("default", message: "dead") do
+    3.times { |i| note :dead, PlainWorker.set(queue: STAGING, retry: 0).perform_async("resurrect me", i) }
+    note :dead_aj, GidJob.set(queue: STAGING).perform_later(User.new(31)).provider_job_id
+  end
+  # ActiveJob's retry: 0 lives in the wrapper's options; move its retry entry to dead with the Ruby API
+  Sidekiq::RetrySet.new.each { |e| e.kill if JIDS[:dead_aj].include?(e.jid) }
+  3.times { |i| note :schedule, PlainWorker.perform_in(3600, "scheduled", i) }
+  note :schedule_aj, GidJob.set(wait: 3600).perform_later(User.new(41)).provider_job_id
+  note :schedule_aj, ModernMailer.with(account: "acme").welcome(User.new(42), "later").deliver_later(wait: 3600).provider_job_id
+end
+
 case (ARGV[0] || "full")
 when "full" then seed_full
 when "failing" then seed_failing
+when "actions" then seed_actions
 else abort "unknown mode #{ARGV[0]}"
 end
 

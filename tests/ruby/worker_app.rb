@@ -7,6 +7,8 @@
 #   REDIS_URL      redis://127.0.0.1:PORT/DB            (required)
 #   NAMESPACE      redis-namespace prefix               (optional; empty = none)
 #   KIQ_POLL       scheduler poll interval in seconds   (optional, default 1)
+#   KIQ_BEAT       heartbeat interval in seconds        (optional; Sidekiq's BEAT_PAUSE is 5. Signals are popped
+#                  once per heartbeat, so quiet/stop tests use 1 to finish in seconds)
 #   KIQ_RETRY_IN   seconds until a failed job's retry   (optional, default 3600: the retry set stays put while
 #                  the tests read it; Sidekiq's own default would make the poller move them after 15-25 s)
 #
@@ -14,6 +16,8 @@
 #   kiqboard-test:executed   LIST  jids of jobs that ran to completion (LPUSH)
 #   kiqboard-test:args       HASH  jid -> JSON of the args the job received
 #   kiqboard-test:started    LIST  jids of SleepWorker jobs that started
+#   kiqboard-test:payloads   HASH  jid -> the job hash exactly as the server parsed it (server middleware; the last
+#                                  execution wins)
 
 require "json"
 require "sidekiq"
@@ -37,9 +41,18 @@ module KiqboardTest
   EXECUTED = "kiqboard-test:executed"
   ARGS = "kiqboard-test:args"
   STARTED = "kiqboard-test:started"
+  PAYLOADS = "kiqboard-test:payloads"
+
+  # Server middleware: records every job hash as Sidekiq's processor parsed it (proves Ruby read our payloads).
+  class RecordPayload
+    def call(_worker, job, _queue)
+      Sidekiq.redis { |conn| conn.hset(PAYLOADS, job["jid"].to_s, Sidekiq.dump_json(job)) }
+      yield
+    end
+  end
 
   def self.redis_options
-    opts = {url: ENV.fetch("REDIS_URL"), size: 10}
+    opts = {url: ENV.fetch("REDIS_URL")}
     ns = ENV["NAMESPACE"].to_s
     opts[:namespace] = ns unless ns.empty?
     opts
@@ -55,6 +68,7 @@ end
 
 Sidekiq.configure_server do |config|
   config.redis = KiqboardTest.redis_options
+  config.server_middleware { |chain| chain.add KiqboardTest::RecordPayload }
 end
 Sidekiq.configure_client do |config|
   config.redis = KiqboardTest.redis_options
@@ -69,6 +83,12 @@ poll = Float(ENV.fetch("KIQ_POLL", "1"))
 Sidekiq.options[:average_scheduled_poll_interval] = poll
 Sidekiq.options[:poll_interval_average] = poll
 Sidekiq.options[:labels] = ["kiqboard-test"]
+
+if ENV["KIQ_BEAT"].to_s != ""
+  require "sidekiq/launcher"
+  Sidekiq::Launcher.send(:remove_const, :BEAT_PAUSE)
+  Sidekiq::Launcher.const_set(:BEAT_PAUSE, Float(ENV["KIQ_BEAT"]))
+end
 
 RETRY_IN = Integer(ENV.fetch("KIQ_RETRY_IN", "3600"))
 
@@ -164,6 +184,11 @@ if KIQBOARD_ACTION_MAILER
     def welcome(user, greeting)
       mail(to: "user#{user.id}@example.com", subject: greeting, body: "#{greeting} (#{params.inspect})")
     end
+  end
+
+  # Mail jobs record their jid like every other job once delivered.
+  [ActionMailer::DeliveryJob, ActionMailer::MailDeliveryJob, ActionMailer::Parameterized::DeliveryJob].each do |klass|
+    klass.after_perform { |job| KiqboardTest.record(job.provider_job_id, ["mail", *job.arguments.first(2)]) }
   end
 
   # Rails 6.1's new default (config.action_mailer.delivery_job): ActionMailer::MailDeliveryJob, args as kwargs.
