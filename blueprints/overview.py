@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -148,10 +148,12 @@ def read_concurrently(
     started: list[tuple[Pool, Future]] = []
     for pool, kind, fn in tasks:
         started.append((pool, _reads.submit((id(pool), kind), _timed(_guarded(pool, fn)))))
+    # One wait for all (the request thread wakes once, not once per pool), bounded by the common deadline.
+    wait([future for _, future in started], timeout=max(0.0, end - time.monotonic()))
     readings: list[Reading] = []
     for pool, future in started:
         try:
-            value, elapsed = future.result(timeout=max(0.0, end - time.monotonic()))
+            value, elapsed = future.result(timeout=0)
         except BaseException as error:  # noqa: BLE001 - every failure becomes a "down" reading
             if not future.done():
                 readings.append(
@@ -252,15 +254,14 @@ def sparkline(history: Any, width: int = 140, height: int = 36) -> dict:
             f"{pad + i * step:.1f},{height - pad - (v / top) * (height - 2 * pad):.1f}" for i, v in enumerate(values)
         )
 
-    days = [
-        {"date": d.isoformat(), "processed": p, "failed": f} for d, p, f in zip(dates, processed, failed)
-    ]
+    title = "\n".join(f"{d.isoformat()}: {p:,} processed, {f:,} failed" for d, p, f in zip(dates, processed, failed))
     return {
         "width": width,
         "height": height,
         "processed": points(processed),
         "failed": points(failed),
-        "days": days,
+        "days": n,
+        "title": title,
         "max": top,
     }
 
@@ -333,7 +334,30 @@ def page_row(reading: Reading) -> dict:
     }
     summary: PoolSummary | None = reading.value
     item["spark"] = sparkline(summary.history) if summary is not None and summary.history.dates else None
+    # Formatted here rather than with Jinja macros: ten cards render measurably faster.
+    item["fmt"] = {key: format_number(item[key]) for key in (
+        "processed_today", "failed_today", "enqueued", "busy", "threads", "processes", "retries", "scheduled", "dead")}
+    item["fmt"]["default_latency"] = format_latency(item["default_latency"])
+    item["fmt"]["max_latency"] = format_latency(item["max_latency"])
     return item
+
+
+def format_number(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def format_latency(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def read_visible(pools: dict[str, Pool]) -> list[Reading]:
