@@ -97,6 +97,7 @@ SECTION_OF = {
     "retries": "retries", "retry_job": "retries", "scheduled": "scheduled", "scheduled_job": "scheduled",
     "morgue": "morgue", "dead_job": "morgue",
 }
+LIVE_POLL_PAGES = {"busy", "queues", "queue", "retries", "scheduled", "morgue"}
 PAST_TENSE = {
     "retry": "Retried", "delete": "Deleted", "kill": "Killed", "add_to_queue": "Enqueued",
 }
@@ -346,7 +347,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
             "can_operate": operate,
             "pools_visible": visible_pools(),
             "redis_version": redis_version(redis_info.redis_version if redis_info else None),
-            "live_poll": section != "index",
+            "live_poll": (request.endpoint or "").rsplit(".", 1)[-1] in LIVE_POLL_PAGES,
         }
 
     def render(template: str, stats=None, redis_info=None, **context):
