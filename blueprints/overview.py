@@ -541,12 +541,7 @@ def create_overview_blueprint(pools: dict[str, Pool]) -> Blueprint:
 
     @bp.get("/api/pools")
     def api_pools():
-        items = []
-        for reading in read_visible(pools):
-            item = row(reading)
-            item.pop("not_answering")
-            items.append(item)
-        return jsonify(pools=items)
+        return jsonify(pools=[row(reading) for reading in read_visible(pools)])
 
     @bp.get("/metrics")
     def metrics():

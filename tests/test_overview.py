@@ -279,6 +279,7 @@ def test_hung_pool_is_not_answering_within_the_deadline_and_recovers(servers, po
     payload = by_name(bob.get("/api/pools").get_json())
     assert time.monotonic() - started < DEADLINE + 0.5
     assert payload["hung"]["status"] == "down" and "not answering" in payload["hung"]["error"]
+    assert payload["hung"]["not_answering"] is True and payload["gone"]["not_answering"] is False
     assert payload["alpha"]["processed"] == 42 and payload["alpha"]["status"] in ("up", "slow")
 
     started = time.monotonic()
@@ -327,6 +328,18 @@ def test_down_pool_comes_back(servers, bob):
     while by_name(bob.get("/api/pools").get_json())["gone"]["status"] != "down":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_a_pool_answering_late_is_slow(kiq_app, bob):
+    kiq_app.config["KIQBOARD_OVERVIEW_SLOW"] = 0.0  # every answer counts as late
+    try:
+        pools = by_name(bob.get("/api/pools").get_json())
+        html = bob.get("/").get_data(as_text=True)
+    finally:
+        kiq_app.config.pop("KIQBOARD_OVERVIEW_SLOW")
+    assert pools["alpha"]["status"] == "slow" and pools["alpha"]["processed"] == 0
+    assert pools["gone"]["status"] == "down"
+    assert re.search(r'status-slow"[^>]*>slow \(\d+\.\d s\)<', html)
 
 
 def test_pools_are_read_concurrently(bob, hang):
