@@ -22,7 +22,7 @@ from blueprints.dashboard import create_dashboard_blueprint
 from blueprints.login import create_login_blueprint
 from blueprints.overview import create_overview_blueprint
 from config import ConfigError, Settings, load_settings
-from pools import Pool, connect, describe_redis_error
+from pools import Bulkhead, Pool, PoolBusy, connect, describe_redis_error, max_connections_for, web_threads
 
 log = logging.getLogger("kiqboard")
 
@@ -87,7 +87,13 @@ def build_pools(settings: Settings) -> dict[str, Pool]:
         import demo
 
         return {ps.name: Pool(ps, demo.demo_client(ps)) for ps in settings.pools}
-    return {ps.name: Pool(ps, connect(ps)) for ps in settings.pools}
+    # Sized from the web process's threads (gunicorn.conf.py's GUNICORN_THREADS): see pools.py and the README.
+    threads = web_threads()
+    return {
+        ps.name: Pool(ps, connect(ps, max_connections=max_connections_for(threads)),
+                      bulkhead=Bulkhead(limit=max(1, threads // 2)))
+        for ps in settings.pools
+    }
 
 
 def register_extensions(app: Flask, settings: Settings, pools: dict[str, Pool]) -> None:
@@ -139,36 +145,61 @@ def register_security_headers(app: Flask) -> None:
 
 
 def register_pool_fault_handling(app: Flask, pools: dict[str, Pool]) -> None:
-    """A pool that fails answers 503 naming itself; after repeated failures its circuit opens (fail fast)."""
+    """A pool that fails answers 503 naming itself and the reason; after repeated failures its circuit opens.
+
+    Runs for a pool's pages after the blueprint's own guard (sign-in, who may see the pool), so a refused visitor
+    learns nothing about the pool's health. Then: the pool's bulkhead (at most half of the process's threads wait
+    on one pool), its circuit breaker (fail fast while open, one probe after the pause), and after the view the
+    outcome is fed back (success closes the circuit; connection errors and timeouts count towards opening it).
+    """
     by_blueprint = {f"pool_{pool.name}": pool for pool in pools.values()}
 
     def current_pool() -> Pool | None:
         return by_blueprint.get(request.blueprint or "")
 
-    @app.before_request
-    def fail_fast_while_circuit_open() -> None:
+    def enter_pool() -> None:
         pool = current_pool()
-        if pool is not None:
-            pool.breaker.check(pool.name)
+        if pool is None:
+            return
+        if not pool.bulkhead.acquire():
+            raise PoolBusy(
+                f"is not answering fast enough ({pool.bulkhead.limit} requests of this web process are already "
+                "waiting on it)"
+            )
+        g.kiqboard_pool_slot = pool
+        pool.breaker.check(pool.name)
+        g.kiqboard_pool_entered = pool
+
+    # Blueprint-scoped and appended: runs after the pool blueprint's own before_request guard.
+    for blueprint_name in by_blueprint:
+        app.before_request_funcs.setdefault(blueprint_name, []).append(enter_pool)
 
     @app.after_request
     def close_circuit_on_success(response):
-        pool = current_pool()
+        pool = g.pop("kiqboard_pool_entered", None)
         if pool is not None and response.status_code < 500:
             pool.breaker.record_success()
         return response
+
+    @app.teardown_request
+    def leave_pool(_error=None) -> None:
+        pool = g.pop("kiqboard_pool_slot", None)
+        if pool is not None:
+            pool.bulkhead.release()
 
     @app.errorhandler(redis.RedisError)
     def pool_unavailable(error: redis.RedisError):
         pool = current_pool()
         name = pool.name if pool else "a pool"
         if pool is not None:
-            pool.breaker.record_failure(error)
+            g.pop("kiqboard_pool_entered", None)
+            pool.breaker.record_failure(error)  # ignores its own refusals and Redis' error replies
         reason = describe_redis_error(error)
         log.warning("pool=%s error=%r path=%s", name, reason, request.path)
+        headers = {"Retry-After": "5"}
         if wants_json():
-            return jsonify(error="pool unavailable", pool=name, reason=reason, status=503), 503
-        return render_template("pool_unavailable.html", pool_name=name, reason=reason), 503, {"Retry-After": "5"}
+            return jsonify(error="pool unavailable", pool=name, reason=reason, status=503), 503, headers
+        return render_template("pool_unavailable.html", pool_name=name, reason=reason), 503, headers
 
 
 def wants_json() -> bool:

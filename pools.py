@@ -5,6 +5,7 @@ Pools are values handed to blueprint factories; nothing here is process-global.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,33 @@ from config import PoolSettings
 from sidekiq_actions import SidekiqActions
 from sidekiq_reader import SidekiqReader
 
-# Each gunicorn thread needs at most one connection per pool at a time (the overview reads pools from its own
-# small thread pool, still one connection per pool per request). A blocking pool waits briefly instead of failing.
-DEFAULT_MAX_CONNECTIONS = 10
+# Connections per pool per process. Each gunicorn thread needs at most one connection per pool at a time (a page is
+# one reader call); the overview's reads and an "all" action's background thread need a couple more. A blocking pool
+# waits briefly for a free connection instead of opening more, so this is a hard cap: a pool's Redis sees at most
+# dynos x WEB_CONCURRENCY x (GUNICORN_THREADS + 2) connections from kiqboard (20 with the defaults).
+DEFAULT_THREADS = 8
+CONNECTION_HEADROOM = 2
+DEFAULT_MAX_CONNECTIONS = DEFAULT_THREADS + CONNECTION_HEADROOM
+
+
+def web_threads(environ=None) -> int:
+    """Request threads per web process, as gunicorn.conf.py reads them (GUNICORN_THREADS, default 8)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return max(1, int(str(environ.get("GUNICORN_THREADS", "")).strip() or DEFAULT_THREADS))
+    except ValueError:
+        return DEFAULT_THREADS
+
+
+def max_connections_for(threads: int) -> int:
+    return max(1, threads) + CONNECTION_HEADROOM
 
 
 def connect(settings: PoolSettings, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> redis.Redis:
-    """A redis-py client with its own bounded connection pool. Options in the URL win over our defaults."""
+    """A redis-py client with its own bounded connection pool. Options in the URL win over our defaults.
+
+    No retries (redis-py's default when a pool is given): a hung Redis costs one socket timeout, not several.
+    """
     connection_pool = redis.BlockingConnectionPool.from_url(
         settings.url,
         max_connections=max_connections,
@@ -36,55 +57,132 @@ def connect(settings: PoolSettings, max_connections: int = DEFAULT_MAX_CONNECTIO
 
 
 class PoolUnavailable(redis.ConnectionError):
-    """Raised without touching Redis while a pool's circuit is open."""
+    """Raised without touching Redis while a pool's circuit is open (or its probe is in flight)."""
+
+
+class PoolBusy(PoolUnavailable):
+    """Raised without touching Redis when too many of this process's threads already wait on the pool."""
+
+
+# Errors that say "this Redis is not answering" and so count towards opening the circuit. A ResponseError
+# (WRONGTYPE on a key some app wrote oddly, a script error, READONLY…) is an answer: it fails that page, not the pool.
+CIRCUIT_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class CircuitBreaker:
     """Fail fast for a while after repeated failures, so a dead pool costs nothing but its own pages.
 
+    closed → (failures_to_open failures in a row) → open: every check() raises PoolUnavailable at once for
+    open_seconds → half-open: the next check() lets ONE caller through as the probe (the others still fail fast
+    until it reports, or until probe_seconds pass without a report) → its success closes the circuit, its failure
+    opens it again. Refusals (PoolUnavailable) are never counted as failures, so steady traffic on an open circuit
+    cannot keep it open.
+
     Per process on purpose: losing it on restart only means a few slow requests until it opens again.
     """
 
-    def __init__(self, failures_to_open: int = 3, open_seconds: float = 10.0, clock=time.monotonic) -> None:
+    def __init__(self, failures_to_open: int = 3, open_seconds: float = 10.0, clock=time.monotonic,
+                 probe_seconds: float | None = None) -> None:
         self.failures_to_open = failures_to_open
         self.open_seconds = open_seconds
+        self.probe_seconds = probe_seconds
         self.clock = clock
         self._lock = threading.Lock()
         self._failures = 0
         self._open_until = 0.0
+        self._probe_until = 0.0
         self.last_error: str | None = None
+        self.times_opened = 0  # how often it went from closed to open (for logs and benchmarks)
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state(self.clock())
+
+    def _state(self, now: float) -> str:
+        if self._failures < self.failures_to_open:
+            return "closed"
+        if now < self._open_until:
+            return "open"
+        return "half-open"
 
     @property
     def is_open(self) -> bool:
-        return self.clock() < self._open_until
+        return self.state == "open"
 
     def check(self, pool_name: str) -> None:
-        """Raise PoolUnavailable while open; after the pause one request goes through as a probe."""
+        """Raise PoolUnavailable while open; after the pause one caller goes through as a probe."""
         with self._lock:
-            if self.clock() < self._open_until:
-                raise PoolUnavailable(f"{self.last_error or 'not answering'} (retrying in a few seconds)")
+            now = self.clock()
+            state = self._state(now)
+            if state == "closed":
+                return
+            reason = self.last_error or "is not answering"
+            if state == "open":
+                wait = max(1, round(self._open_until - now))
+                raise PoolUnavailable(
+                    f"{reason} ({self._failures} failures in a row; kiqboard tries it again in {wait} s)"
+                )
+            if now < self._probe_until:
+                raise PoolUnavailable(f"{reason} (kiqboard is checking it again right now)")
+            lease = self.probe_seconds if self.probe_seconds is not None else max(self.open_seconds, 1.0)
+            self._probe_until = now + lease  # this caller is the probe
 
     def record_success(self) -> None:
         with self._lock:
             self._failures = 0
             self._open_until = 0.0
+            self._probe_until = 0.0
 
     def record_failure(self, error: BaseException) -> None:
+        if isinstance(error, PoolUnavailable) or not isinstance(error, CIRCUIT_ERRORS):
+            return
         with self._lock:
+            now = self.clock()
+            before = self._state(now)
             self.last_error = describe_redis_error(error)
             self._failures += 1
             if self._failures >= self.failures_to_open:
-                self._open_until = self.clock() + self.open_seconds
+                if before != "open":
+                    self.times_opened += 1
+                self._open_until = now + self.open_seconds
+                self._probe_until = 0.0
+
+
+class Bulkhead:
+    """At most `limit` request threads of this process inside one pool's pages at a time.
+
+    A healthy pool answers in milliseconds, so a full bulkhead frees a slot almost at once and a caller waits
+    up to `wait` seconds for it; a hung pool holds its slots for a socket timeout each, so the extra callers get
+    PoolBusy quickly instead of tying up every thread of the process (and with them every other pool's pages).
+    """
+
+    def __init__(self, limit: int = max(1, DEFAULT_THREADS // 2), wait: float = 0.25) -> None:
+        self.limit = limit
+        self.wait = wait
+        self._slots = threading.BoundedSemaphore(limit)
+        self.refused = 0
+
+    def acquire(self) -> bool:
+        if self._slots.acquire(timeout=self.wait):
+            return True
+        self.refused += 1
+        return False
+
+    def release(self) -> None:
+        self._slots.release()
 
 
 def describe_redis_error(error: BaseException) -> str:
     if isinstance(error, PoolUnavailable):
         return str(error)
     if isinstance(error, redis.TimeoutError):
-        return "not answering (timed out)"
+        return "is not answering (timed out)"
     if isinstance(error, redis.AuthenticationError):
         return "refused the password"
     if isinstance(error, redis.ConnectionError):
+        if "No connection available" in str(error):  # BlockingConnectionPool: every connection stayed busy
+            return "is not answering (every connection is busy)"
         return "cannot be reached"
     if isinstance(error, redis.ResponseError):
         return f"answered with an error: {str(error)[:200]}"
@@ -96,6 +194,7 @@ class Pool:
     settings: PoolSettings
     redis: redis.Redis = field(repr=False)
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker, repr=False)
+    bulkhead: Bulkhead = field(default_factory=Bulkhead, repr=False)
 
     @property
     def name(self) -> str:
