@@ -161,12 +161,13 @@ def register_pool_fault_handling(app: Flask, pools: dict[str, Pool]) -> None:
         pool = current_pool()
         if pool is None:
             return
-        if not pool.bulkhead.acquire():
+        token = pool.bulkhead.acquire(shed=pool.breaker.failing)
+        if token is None:
             raise PoolBusy(
                 f"is not answering fast enough ({pool.bulkhead.limit} requests of this web process are already "
                 "waiting on it)"
             )
-        g.kiqboard_pool_slot = pool
+        g.kiqboard_pool_slot = (pool, token)
         pool.breaker.check(pool.name)
         g.kiqboard_pool_entered = pool
 
@@ -183,9 +184,9 @@ def register_pool_fault_handling(app: Flask, pools: dict[str, Pool]) -> None:
 
     @app.teardown_request
     def leave_pool(_error=None) -> None:
-        pool = g.pop("kiqboard_pool_slot", None)
-        if pool is not None:
-            pool.bulkhead.release()
+        slot = g.pop("kiqboard_pool_slot", None)
+        if slot is not None:
+            slot[0].bulkhead.release(slot[1])
 
     @app.errorhandler(redis.RedisError)
     def pool_unavailable(error: redis.RedisError):

@@ -107,6 +107,12 @@ class CircuitBreaker:
         return "half-open"
 
     @property
+    def failing(self) -> bool:
+        """True when the pool has failed since it last answered (closed but counting, open or half-open)."""
+        with self._lock:
+            return self._failures > 0
+
+    @property
     def is_open(self) -> bool:
         return self.state == "open"
 
@@ -114,19 +120,29 @@ class CircuitBreaker:
         """Raise PoolUnavailable while open; after the pause one caller goes through as a probe."""
         with self._lock:
             now = self.clock()
-            state = self._state(now)
-            if state == "closed":
-                return
-            reason = self.last_error or "is not answering"
-            if state == "open":
-                wait = max(1, round(self._open_until - now))
-                raise PoolUnavailable(
-                    f"{reason} ({self._failures} failures in a row; kiqboard tries it again in {wait} s)"
-                )
-            if now < self._probe_until:
-                raise PoolUnavailable(f"{reason} (kiqboard is checking it again right now)")
-            lease = self.probe_seconds if self.probe_seconds is not None else max(self.open_seconds, 1.0)
-            self._probe_until = now + lease  # this caller is the probe
+            refusal = self._refusal(now)
+            if refusal is not None:
+                raise refusal
+            if self._state(now) == "half-open":
+                lease = self.probe_seconds if self.probe_seconds is not None else max(self.open_seconds, 1.0)
+                self._probe_until = now + lease  # this caller is the probe
+
+    def refusal(self) -> "PoolUnavailable | None":
+        """What check() would raise right now, without becoming the probe (for callers that only peek)."""
+        with self._lock:
+            return self._refusal(self.clock())
+
+    def _refusal(self, now: float) -> "PoolUnavailable | None":
+        state = self._state(now)
+        if state == "closed":
+            return None
+        reason = self.last_error or "is not answering"
+        if state == "open":
+            wait = max(1, round(self._open_until - now))
+            return PoolUnavailable(f"{reason} ({self._failures} failures in a row; kiqboard tries it again in {wait} s)")
+        if now < self._probe_until:
+            return PoolUnavailable(f"{reason} (kiqboard is checking it again right now)")
+        return None
 
     def record_success(self) -> None:
         with self._lock:
@@ -152,25 +168,48 @@ class CircuitBreaker:
 class Bulkhead:
     """At most `limit` request threads of this process inside one pool's pages at a time.
 
-    A healthy pool answers in milliseconds, so a full bulkhead frees a slot almost at once and a caller waits
-    up to `wait` seconds for it; a hung pool holds its slots for a socket timeout each, so the extra callers get
-    PoolBusy quickly instead of tying up every thread of the process (and with them every other pool's pages).
+    When every slot is taken, a caller waits up to `wait` seconds for one — but only while the pool looks healthy:
+    a healthy pool answers in milliseconds and frees a slot soon, while a hung pool holds its slots for a socket
+    timeout each. So when the pool has failed since it last answered (`shed=True`, the breaker's word), or the
+    oldest request inside has been there longer than `slow_after` seconds, extra callers get PoolBusy at once
+    instead of tying up the process's threads (and with them every other pool's pages) while the circuit breaker
+    is still counting failures.
     """
 
-    def __init__(self, limit: int = max(1, DEFAULT_THREADS // 2), wait: float = 0.25) -> None:
+    def __init__(self, limit: int = max(1, DEFAULT_THREADS // 2), wait: float = 1.0, slow_after: float = 0.5,
+                 clock=time.monotonic) -> None:
         self.limit = limit
         self.wait = wait
-        self._slots = threading.BoundedSemaphore(limit)
+        self.slow_after = slow_after
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._inside: dict[int, float] = {}  # token -> when it entered
+        self._tokens = 0
         self.refused = 0
 
-    def acquire(self) -> bool:
-        if self._slots.acquire(timeout=self.wait):
-            return True
-        self.refused += 1
-        return False
+    @property
+    def in_use(self) -> int:
+        with self._cond:
+            return len(self._inside)
 
-    def release(self) -> None:
-        self._slots.release()
+    def acquire(self, shed: bool = False) -> int | None:
+        """A token for release(), or None (refused)."""
+        with self._cond:
+            deadline = self.clock() + self.wait
+            while len(self._inside) >= self.limit:
+                now = self.clock()
+                if shed or now >= deadline or now - min(self._inside.values()) > self.slow_after:
+                    self.refused += 1
+                    return None
+                self._cond.wait(min(deadline - now, 0.02))
+            self._tokens += 1
+            self._inside[self._tokens] = self.clock()
+            return self._tokens
+
+    def release(self, token: int) -> None:
+        with self._cond:
+            if self._inside.pop(token, None) is not None:
+                self._cond.notify()
 
 
 def describe_redis_error(error: BaseException) -> str:

@@ -139,6 +139,17 @@ def _guarded(pool: Pool, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+def _open_circuit(pool: Pool) -> Future | None:
+    """A finished Future holding the breaker's refusal while the pool's circuit is open, else None."""
+    breaker = getattr(pool, "breaker", None)
+    refusal = breaker.refusal() if breaker is not None and hasattr(breaker, "refusal") else None
+    if refusal is None:
+        return None
+    future: Future = Future()
+    future.set_exception(refusal)
+    return future
+
+
 def read_concurrently(
     tasks: Sequence[tuple[Pool, str, Callable[[], Any]]], deadline: float, slow: float
 ) -> list[Reading]:
@@ -147,6 +158,10 @@ def read_concurrently(
     end = start + deadline
     started: list[tuple[Pool, Future]] = []
     for pool, kind, fn in tasks:
+        refusal = _open_circuit(pool)
+        if refusal is not None:  # fail fast, even while an earlier read of this pool is still in flight
+            started.append((pool, refusal))
+            continue
         started.append((pool, _reads.submit((id(pool), kind), _timed(_guarded(pool, fn)))))
     # One wait for all (the request thread wakes once, not once per pool), bounded by the common deadline.
     wait([future for _, future in started], timeout=max(0.0, end - time.monotonic()))
@@ -156,6 +171,9 @@ def read_concurrently(
             value, elapsed = future.result(timeout=0)
         except BaseException as error:  # noqa: BLE001 - every failure becomes a "down" reading
             if not future.done():
+                breaker = getattr(pool, "breaker", None)
+                if breaker is not None:  # no reply by the deadline: that counts towards opening the circuit
+                    breaker.record_failure(redis.TimeoutError(f"no reply within {deadline:g} s"))
                 readings.append(
                     Reading(pool, "down", error=f"not answering (no reply within {deadline:g} s)", timed_out=True)
                 )

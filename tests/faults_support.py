@@ -184,3 +184,67 @@ def add_paths() -> None:
     for path in (str(ROOT), str(ROOT / "tests")):
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+def sidekiq_job(jid: str, klass: str = "HardWorker", queue: str = "default", now: float | None = None,
+                **extra) -> dict:
+    now = time.time() if now is None else now
+    return {"class": klass, "args": [1, "two", {"three": 3}], "retry": True, "queue": queue, "jid": jid,
+            "created_at": now - 60, "enqueued_at": now - 30, **extra}
+
+
+def seed_pool(client, jobs: int = 200, now: float | None = None) -> dict:
+    """A Sidekiq-shaped keyspace on a real Redis: 3 queues, retries, scheduled, dead, 2 processes with running jobs,
+    30 days of history. Returns {"retry_key": "SCORE-JID" of one retry entry, "queues": [...]}."""
+    import json
+
+    from sidekiq_reader import entry_key
+
+    now = float(int(time.time())) if now is None else now
+    pipe = client.pipeline(transaction=False)
+    queues = ["default", "critical", "low"]
+    pipe.sadd("queues", *queues)
+    for i in range(jobs):
+        queue = queues[i % 3]
+        pipe.lpush(f"queue:{queue}", json.dumps(sidekiq_job(f"q{i:022x}", queue=queue, now=now)))
+    retry_key = None
+    for i in range(jobs // 2):
+        score = now + 60 + i
+        job = sidekiq_job(f"r{i:022x}", now=now, error_class="RuntimeError", error_message=f"boom {i}", retry_count=i % 5,
+                          failed_at=now - 100)
+        pipe.zadd("retry", {json.dumps(job): score})
+        retry_key = retry_key or entry_key(score, job["jid"])
+        pipe.zadd("schedule", {json.dumps(sidekiq_job(f"s{i:022x}", now=now)): now + 3600 + i})
+        pipe.zadd("dead", {json.dumps(sidekiq_job(f"d{i:022x}", now=now, error_class="E", error_message="dead")): now - i})
+    for p in range(2):
+        identity = f"host{p}:{1000 + p}:abcdef{p}"
+        pipe.sadd("processes", identity)
+        info = {"hostname": f"host{p}", "started_at": now - 3600, "pid": 1000 + p, "tag": "shop",
+                "concurrency": 10, "queues": queues, "labels": ["web"], "identity": identity, "version": "7.2.4"}
+        pipe.hset(identity, mapping={"info": json.dumps(info), "busy": 2, "beat": now, "quiet": "false",
+                                     "rss": 123456, "rtt_us": 250})
+        pipe.expire(identity, 3600)
+        for t in range(2):
+            work = {"queue": "default", "run_at": int(now - 5),
+                    "payload": json.dumps(sidekiq_job(f"w{p}{t:021x}", now=now))}
+            pipe.hset(f"{identity}:work", f"tid{t}", json.dumps(work))
+    import datetime as dt
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    for d in range(30):
+        day = (today - dt.timedelta(days=d)).isoformat()
+        pipe.set(f"stat:processed:{day}", 1000 + d)
+        pipe.set(f"stat:failed:{day}", d)
+    pipe.set("stat:processed", 123456)
+    pipe.set("stat:failed", 789)
+    pipe.execute()
+    return {"retry_key": retry_key, "queues": queues}
+
+
+def pool_paths(pool: str, retry_key: str | None = None) -> list[str]:
+    """Every read-only page of one pool."""
+    paths = ["/", "/busy", "/queues", "/queues/default", "/queues/critical?page=2", "/retries", "/scheduled",
+             "/morgue", "/retries?substr=boom", "/stats", "/stats/queues", "/?days=7"]
+    if retry_key:
+        paths.append(f"/retries/{retry_key}")
+    return [f"/{pool}{p}" for p in paths]

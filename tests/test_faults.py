@@ -137,12 +137,35 @@ def test_reasons_name_what_happened():
     assert describe_redis_error(redis.ResponseError("ERR boom")).startswith("answered with an error: ERR boom")
 
 
-def test_bulkhead_bounds_waiters():
-    bulkhead = Bulkhead(limit=2, wait=0.01)
-    assert bulkhead.acquire() and bulkhead.acquire()
-    assert not bulkhead.acquire() and bulkhead.refused == 1
-    bulkhead.release()
-    assert bulkhead.acquire()
+def test_bulkhead_waits_for_a_healthy_pool_and_sheds_for_a_slow_one():
+    clock = Clock()
+    bulkhead = Bulkhead(limit=2, wait=0.5, slow_after=0.2, clock=clock)
+    first, second = bulkhead.acquire(), bulkhead.acquire()
+    assert first and second
+    clock.now += 0.3  # both have been inside longer than slow_after: refuse at once
+    assert bulkhead.acquire() is None and bulkhead.refused == 1
+    bulkhead.release(first)
+    third = bulkhead.acquire()
+    assert third and bulkhead.in_use == 2
+    bulkhead.release(first)  # releasing twice is harmless
+    assert bulkhead.in_use == 2
+    clock.now += 0.01
+    bulkhead.release(second)
+    fourth = bulkhead.acquire()
+    assert fourth
+    assert bulkhead.acquire(shed=True) is None  # full, and the pool is failing: no waiting at all
+
+
+def test_bulkhead_waiter_gets_the_slot_a_fast_request_frees():
+    bulkhead = Bulkhead(limit=1, wait=5, slow_after=5)
+    token = bulkhead.acquire()
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(bulkhead.acquire()))
+    waiter.start()
+    time.sleep(0.05)
+    bulkhead.release(token)
+    waiter.join(5)
+    assert got and got[0] is not None
 
 
 def test_pool_sizes_follow_the_thread_count():
@@ -307,16 +330,14 @@ def test_a_failed_page_does_not_leak_bulkhead_slots(client, servers, pools):
             client.get("/hung/")
     assert client.get("/hung/").status_code == 200 or pools["hung"].breaker.state != "closed"
     # every slot is free again
-    taken = [bulkhead.acquire() for _ in range(bulkhead.limit)]
-    assert all(taken)
-    for _ in taken:
-        bulkhead.release()
+    assert bulkhead.in_use == 0
 
 
 def test_concurrent_requests_on_a_hung_pool_are_shed_and_the_healthy_pool_answers(kiq_app, servers, pools):
     results: dict[str, list] = {"hung": [], "alpha": []}
     lock = threading.Lock()
     pools["hung"].breaker.failures_to_open = 1000  # see the bulkhead alone, not the breaker
+    pools["hung"].bulkhead.wait = pools["hung"].bulkhead.slow_after = 0.1
 
     def fetch(name: str, path: str) -> None:
         client = signed_in_client(kiq_app, "octocat")
@@ -334,6 +355,7 @@ def test_concurrent_requests_on_a_hung_pool_are_shed_and_the_healthy_pool_answer
                 thread.join(30)
     finally:
         pools["hung"].breaker.failures_to_open = 3
+        pools["hung"].bulkhead.wait, pools["hung"].bulkhead.slow_after = 1.0, 0.5
     assert [status for status, _ in results["alpha"]] == [200] * 8
     assert {status for status, _ in results["hung"]} == {503}
     shed = [body for _, body in results["hung"] if "already waiting on it" in body]
