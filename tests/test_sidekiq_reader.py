@@ -18,6 +18,13 @@ UTC = dt.timezone.utc
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def fresh_now():
+    """Latencies are measured against the wall clock: seed each test relative to its own start."""
+    global NOW
+    NOW = time.time()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 
