@@ -10,13 +10,12 @@ Retry All with streamed progress. Screenshots go to docs/screenshots/ (the READM
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-import os
 
 import pytest
 from werkzeug.serving import make_server
