@@ -124,7 +124,9 @@ def seed_actions
   through_job_retry("default", message: "transient") do
     3.times { |i| note :retry, PlainWorker.set(queue: STAGING).perform_async("retry me", i, {"ü" => [1.5, nil]}) }
     note :retry_aj, GidJob.set(queue: STAGING).perform_later(User.new(21), {"from" => "retry"}).provider_job_id
-    note :retry_aj, ModernMailer.welcome(User.new(22), "retry mail").deliver_later(queue: STAGING).provider_job_id
+    if KIQBOARD_ACTION_MAILER
+      note :retry_aj, ModernMailer.welcome(User.new(22), "retry mail").deliver_later(queue: STAGING).provider_job_id
+    end
   end
   through_job_retry("default", message: "dead") do
     3.times { |i| note :dead, PlainWorker.set(queue: STAGING, retry: 0).perform_async("resurrect me", i) }
@@ -134,7 +136,9 @@ def seed_actions
   Sidekiq::RetrySet.new.each { |e| e.kill if JIDS[:dead_aj].include?(e.jid) }
   3.times { |i| note :schedule, PlainWorker.perform_in(3600, "scheduled", i) }
   note :schedule_aj, GidJob.set(wait: 3600).perform_later(User.new(41)).provider_job_id
-  note :schedule_aj, ModernMailer.with(account: "acme").welcome(User.new(42), "later").deliver_later(wait: 3600).provider_job_id
+  if KIQBOARD_ACTION_MAILER
+    note :schedule_aj, ModernMailer.with(account: "acme").welcome(User.new(42), "later").deliver_later(wait: 3600).provider_job_id
+  end
 end
 
 case (ARGV[0] || "full")

@@ -27,7 +27,10 @@ require "active_job"
 require "active_job/queue_adapters/sidekiq_adapter"
 require "globalid"
 
+# ActionMailer (Debian ruby-actionmailer) is optional: without it the mailer jobs are simply not seeded.
+# KIQ_NO_MAILER=1 pretends it is missing.
 begin
+  raise LoadError if ENV["KIQ_NO_MAILER"].to_s != ""
   require "action_mailer"
   KIQBOARD_ACTION_MAILER = true
 rescue LoadError
