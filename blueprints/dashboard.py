@@ -42,6 +42,7 @@ from flask_login import current_user
 from markupsafe import Markup
 
 import auth
+from sidekiq_reader import Page
 
 actions_log = logging.getLogger("kiqboard.actions")
 log = logging.getLogger("kiqboard.dashboard")
@@ -50,6 +51,7 @@ QUEUE_NAME_RE = re.compile(r"\A[a-z_:.\-0-9]+\Z", re.IGNORECASE)
 LEADING_INT_RE = re.compile(r"\s*([+-]?\d{1,12})")
 MAX_COUNT = 1000
 MAX_PAGE = 1_000_000_000
+PROCESSES_PER_PAGE = 100  # the Busy page's process table; its summary cards still count every process
 DEFAULT_DAYS = 30
 ARGS_TRUNCATE = 100  # longer args get a "Show All" toggle
 ARGS_LIST_MAX = 2000  # Sidekiq truncates list-page args to 2000 characters
@@ -286,18 +288,10 @@ def create_dashboard_blueprint(pool) -> Blueprint:
         return url_for(endpoint(view), **values)
 
     def can_operate() -> bool:
-        try:
-            return bool(auth.may_operate(pool.settings))
-        except Exception:  # pragma: no cover - auth not initialised
-            log.exception("may_operate failed")
-            return False
+        return auth.may_operate(pool.settings)
 
     def visible_pools() -> list:
-        pools = current_app.extensions.get("kiqboard", {}).get("pools", {})
-        try:
-            return list(auth.visible_pools(list(pools.values())))
-        except TypeError:
-            return list(auth.visible_pools(pools))
+        return auth.visible_pools(current_app.extensions["kiqboard"]["pools"])
 
     def who() -> str:
         return getattr(current_user, "login", None) or "anonymous"
@@ -344,6 +338,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
             "section": section,
             "nav": NAV,
             "purl": purl,
+            "with_page": lambda params, param, number: {**params, param: number},
             "can_operate": operate,
             "pools_visible": visible_pools(),
             "redis_version": redis_version(redis_info.redis_version if redis_info else None),
@@ -433,6 +428,12 @@ def create_dashboard_blueprint(pool) -> Blueprint:
         processes = data.processes
         threads = sum(p.concurrency or 0 for p in processes)
         busy_count = sum(p.busy or 0 for p in processes)
+        per_page = PROCESSES_PER_PAGE
+        total_pages = max(1, -(-len(processes) // per_page))
+        process_number = min(max(ruby_to_i(request.args.get("processes_page"), 1), 1), total_pages)
+        start = (process_number - 1) * per_page
+        process_page = Page(items=processes[start:start + per_page], page=process_number, count=per_page,
+                            total=len(processes))
         summary = {
             "processes": len(processes),
             "threads": threads,
@@ -440,7 +441,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
             "utilization": round(busy_count * 100.0 / threads) if threads else 0,
             "rss": sum(p.rss_kb or 0 for p in processes),
         }
-        return render("dashboard/busy.html", stats=data.stats, data=data, summary=summary)
+        return render("dashboard/busy.html", stats=data.stats, data=data, summary=summary, process_page=process_page)
 
     @bp.post("/busy")
     def busy_post():

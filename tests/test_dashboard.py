@@ -638,3 +638,19 @@ def test_pages_render_data_written_by_real_sidekiq(client, redis_client, redis_s
     # Retry all of Sidekiq's own retries, through the UI
     r = csrf_post(client, "/sidekiq/retries/all/retry")
     assert r.status_code == 302 and redis_client.zcard("retry") == 0
+
+
+def test_busy_pages_the_process_table_but_counts_every_process(client, redis_client):
+    for n in range(130):
+        add_process(redis_client, identity=f"host{n:03}:{n}:abcdef012345", busy=1)
+    first = client.get("/sidekiq/busy").get_data(as_text=True)
+    assert first.count('class="process-name"') == 100
+    assert "host000:0" in first and "host129:129" not in first
+    assert "Page 1 of 2" in first and "processes_page=2" in first
+    second = client.get("/sidekiq/busy?processes_page=2").get_data(as_text=True)
+    assert second.count('class="process-name"') == 30
+    assert "host129:129" in second and "host000:0" not in second
+    for page in (second, first):
+        assert '<span class="stat-value">130</span><span class="stat-label">Processes</span>' in page
+        assert '<span class="stat-value">1,300</span><span class="stat-label">Threads</span>' in page
+    assert client.get("/sidekiq/busy?processes_page=99999999999999").status_code == 200
