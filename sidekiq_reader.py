@@ -659,7 +659,7 @@ end
 local function run_at(json)
   -- Sidekiq writes run_at last; take the last occurrence so a nested (5.x object) payload can't shadow it.
   local value = string.match(json, '"run_at"%s*:%s*(%-?[%d%.eE%+%-]+)%s*}%s*$')
-    or string.match(json, '.*"run_at"%s*:%s*(%-?[%d%.eE%+%-]+)')
+    or string.match(json, '^.*"run_at"%s*:%s*(%-?[%d%.eE%+%-]+)')  -- anchored: unanchored '.*' is O(n^2)
   return tonumber(value)
 end
 
