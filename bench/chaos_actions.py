@@ -50,7 +50,7 @@ def job(jid: str, now: float) -> str:
 @dataclass
 class Tally:
     created: set = field(default_factory=set)
-    deleted: set = field(default_factory=set)  # the actions log said count=1 for this jid
+    deleted: dict = field(default_factory=dict)  # jid -> where from, when the actions log said count=1 for it
     deleted_maybe: set = field(default_factory=set)  # a delete POST that failed (restart) — may or may not have run
     ui: Counter = field(default_factory=Counter)  # (action, status) -> count
     moved: Counter = field(default_factory=Counter)  # action -> jobs the actions log reported moved
@@ -109,8 +109,12 @@ def seed(client: redis.Redis, tally: Tally, n: int) -> None:
     pipe.execute()
 
 
-def feeder(client: redis.Redis, tally: Tally, stop: threading.Event, per_tick: int = 5) -> None:
+def feeder(client: redis.Redis, tally: Tally, stop: threading.Event, writes_ok: threading.Event,
+           per_tick: int = 5) -> None:
+    """Stands in for the apps' Sidekiq clients. Paused around restarts: retrying a ZADD whose reply was lost could
+    re-add a job the poller had moved meanwhile — a duplicate made by this harness, not by kiqboard."""
     while not stop.is_set():
+        writes_ok.wait(5)
         now = time.time()
         for _ in range(per_tick):
             jid = uuid.uuid4().hex[:24]
@@ -136,14 +140,14 @@ def ui_worker(app, tally: Tally, log: ActionLog, stop: threading.Event, seed_: i
         with tally.lock:
             tally.ui[(action, status)] += 1
 
-    def delete(path: str, data: dict, jid: str) -> None:
+    def delete(path: str, data: dict, jid: str, where: str) -> None:
         log.take()
         status = client.post(path, data={**data, "authenticity_token": token}).status_code
         record = log.take()
         note("delete", status)
         with tally.lock:
             if record is not None and int(record["count"]) == 1:
-                tally.deleted.add(jid)
+                tally.deleted[jid] = where
             elif status != 302:  # failed in a restart: the script may or may not have run
                 tally.deleted_maybe.add(jid)
 
@@ -162,7 +166,7 @@ def ui_worker(app, tally: Tally, log: ActionLog, stop: threading.Event, seed_: i
                                  "dead": ["retry", "retry", "delete"]}[set_name])
             if action == "delete":  # one job per POST: the log's count says whether this jid went
                 entry = chosen[0]
-                delete(f"/{POOL}/{page}/{entry.key}", {"delete": "Delete"}, entry.job.jid)
+                delete(f"/{POOL}/{page}/{entry.key}", {"delete": "Delete"}, entry.job.jid, set_name)
             else:
                 status = client.post(f"/{POOL}/{page}", data={"key[]": [e.key for e in chosen], action: "1",
                                                               "authenticity_token": token}).status_code
@@ -173,7 +177,7 @@ def ui_worker(app, tally: Tally, log: ActionLog, stop: threading.Event, seed_: i
             except redis.RedisError:
                 raw = None
             if raw:
-                delete(f"/{POOL}/queues/default/delete", {"key_val": raw.decode()}, json.loads(raw)["jid"])
+                delete(f"/{POOL}/queues/default/delete", {"key_val": raw.decode()}, json.loads(raw)["jid"], "queue")
         stop.wait(rng.uniform(0, 0.03))
 
 
@@ -233,7 +237,9 @@ def run(seconds: float = 60, restarts: int = 3, jobs: int = 3000, ui_threads: in
                                             tag=f"chaos-{i}").start())
         say(f"seeded {jobs} jobs; {sidekiqs} sidekiq processes up; UI x{ui_threads}; {seconds:g} s; "
             f"{restarts} Redis restarts")
-        threads = [threading.Thread(target=feeder, args=(server.client(), tally, stop), daemon=True)]
+        writes_ok = threading.Event()
+        writes_ok.set()
+        threads = [threading.Thread(target=feeder, args=(server.client(), tally, stop, writes_ok), daemon=True)]
         threads += [threading.Thread(target=ui_worker, args=(app, tally, handler, stop, i), daemon=True)
                     for i in range(ui_threads)]
         for thread in threads:
@@ -243,9 +249,12 @@ def run(seconds: float = 60, restarts: int = 3, jobs: int = 3000, ui_threads: in
         while time.monotonic() - began < seconds:
             if restart_at and time.monotonic() >= restart_at[0]:
                 restart_at.pop(0)
+                writes_ok.clear()
+                time.sleep(0.1)  # let a feeder write in flight land
                 server.stop()  # SIGTERM: redis-server exits; the AOF (fsync always) has every acknowledged write
                 time.sleep(0.3)
                 server.start()
+                writes_ok.set()
                 tally.restarts += 1
                 say(f"  restarted redis-server at {time.monotonic() - began:.1f} s")
             time.sleep(0.05)
@@ -286,7 +295,7 @@ def run(seconds: float = 60, restarts: int = 3, jobs: int = 3000, ui_threads: in
             problems.append(f"{jid}: nowhere")
         elif len(where) > 1 or deleted:
             result["DUPLICATED"] += 1
-            problems.append(f"{jid}: {where}{' and deleted' if deleted else ''}")
+            problems.append(f"{jid}: {where}{' and deleted from ' + tally.deleted[jid] if deleted else ''}")
         else:
             result[where[0]] += 1
     strangers = [j for j in places if j not in tally.created]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import time
 import zlib
 from urllib.parse import quote
@@ -27,7 +28,7 @@ from tests.auth_support import csrf_post
 from tests.conftest import RedisServer
 from tests.faults_support import GITHUB_ENV, signed_in_client
 
-EXAMPLES = 40
+EXAMPLES = int(os.environ.get("KIQBOARD_FUZZ_EXAMPLES", "40"))  # bench: raise it for a long run
 POOL = "fz"
 
 # Each payload carries a marker that must never reach a page as live markup.
