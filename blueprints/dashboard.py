@@ -39,7 +39,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 import auth
 from sidekiq_reader import Page
@@ -211,9 +211,9 @@ def time_tag(value) -> Markup:
     when = as_utc(value)
     if when is None:
         return Markup("")
-    return Markup('<time class="rel" datetime="{}" title="{}">{}</time>').format(
-        when.isoformat(), utc_text(when), relative_time(when)
-    )
+    # f-string + escape(): Markup.format goes through string.Formatter, ~3x slower (Busy renders ~150 of these).
+    return Markup(f'<time class="rel" datetime="{escape(when.isoformat())}" title="{escape(utc_text(when))}">'
+                  f'{escape(relative_time(when))}</time>')
 
 
 def number(value) -> str:
