@@ -17,6 +17,8 @@ No Flask in here. Semantics follow Sidekiq 6.4.1's ``api.rb`` (``SortedEntry#ret
   milliseconds when ``created_at`` is an integer (Sidekiq 8), float epoch seconds otherwise.
 * Bulk "all" actions run batched scripts (``batch_size`` members per call) from the lowest score up, bounded by the
   set's size when they started (Sidekiq 6.4.1 loops ``while size > 0`` and may never end), and report progress.
+  Each batch is read, edited and moved inside one script (the same text surgery, in Lua); members it can't prove
+  safe to edit there come back to Python's editor and the generic move script.
 
 Keys (``SCORE-JID``) are parsed with ``sidekiq_reader.parse_key``. Every method returns what happened as a number;
 scripts never return payloads, so clients with ``decode_responses`` True or False behave the same.
@@ -178,6 +180,188 @@ end
 return status
 """
 
+# ---------------------------------------------------------------------------------------------------------------
+# The bulk script: one batch of a "… all" action, read and moved inside Redis, so payloads never travel to Python
+# and back. KEYS = {source set, dead, queues}; ARGV = {mode ("retry", "enqueue" or "kill"), prefix, offset, count,
+# now_s, now_ms, dead_cutoff, dead_rank}. Takes ZRANGE offset..offset+count-1 (ranks below offset are members
+# stepped over earlier) and returns {members looked at, moved, left in place, {members for Python}}: from the first
+# member it can't edit on, the rest of the batch goes back to Python (still in the set).
+#
+# Payloads are edited with plain string search, not cjson (cjson turns [] into {}, rounds numbers, and costs ~2× the
+# Redis CPU). A field is edited here only when its key text is provably a top-level key (same proof as
+# _fast_fields: occurs once, right after "{" or ",", and before the first "[" / "{" or after the last "]" / "}");
+# a member whose proof fails, or that has any "\u" escape (a key could be spelled with one), is left in the set
+# and returned for Python's careful editor, which moves it with the generic script.
+# ---------------------------------------------------------------------------------------------------------------
+_LUA_MOVE_ALL = r"""
+local src, dead, queues_key = KEYS[1], KEYS[2], KEYS[3]
+local mode, prefix = ARGV[1], ARGV[2]
+local offset, count = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now_s, now_ms, dead_cutoff, dead_rank = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local decrement = mode == "retry"
+local CHUNK = 1000
+local find, byte, sub, match = string.find, string.byte, string.sub, string.match
+
+local function type_of(key)
+  local t = redis.call("TYPE", key)
+  if type(t) == "table" then t = t.ok end
+  return t
+end
+
+if mode == "kill" then
+  local t = type_of(dead)
+  if t ~= "none" and t ~= "zset" then return redis.error_reply("WRONGTYPE " .. dead .. " is not a sorted set") end
+else
+  local t = type_of(queues_key)
+  if t ~= "none" and t ~= "set" then return redis.error_reply("WRONGTYPE " .. queues_key .. " is not a set") end
+end
+
+-- Where the key HEAD .. TAIL starts and where its value starts (the key's bytes H1.. before TAIL, HLEN of them);
+-- nil when absent; false when it is there but not as one plainly written key right after "{" or ",". TAIL starts
+-- with a rarer letter than '"': plain find stops at every occurrence of the needle's first byte, and '"' would stop
+-- at every string. TAIL without its ":" also finds spellings with blanks ('"queue" :'), which go to Python.
+local function key_at(raw, tail_colon, tail, hlen, h1, h2, h3, h4, h5)
+  local p = find(raw, tail_colon, 2, true)
+  if not p then
+    if find(raw, tail, 2, true) then return false end
+    return nil
+  end
+  local s = p - hlen
+  if s < 2 or find(raw, tail, p + #tail, true) then return false end
+  local b, x1, x2, x3, x4, x5 = byte(raw, s - 1, p - 1)
+  if (b ~= 123 and b ~= 44) or x1 ~= h1 or x2 ~= h2 or x3 ~= h3 or x4 ~= h4 or x5 ~= h5 then return false end
+  return s, p + #tail_colon
+end
+
+-- (payload, queue) or nil when Python has to edit this member.
+local function edit(raw)
+  local n = #raw
+  if byte(raw, 1) ~= 123 or byte(raw, n) ~= 125 or find(raw, "\\u", 2, true) then return nil end
+  local qs, qv = key_at(raw, 'queue":', 'queue"', 1, 34)                     -- "queue"
+  local cs, cv = key_at(raw, 'created_at":', 'created_at"', 1, 34)           -- "created_at"
+  local es, ev = key_at(raw, 'queued_at":', 'queued_at"', 3, 34, 101, 110)   -- "enqueued_at"
+  local rs, rv
+  if decrement then rs, rv = key_at(raw, 'y_count":', 'y_count"', 5, 34, 114, 101, 116, 114) end  -- "retry_count"
+  if qs == false or cs == false or es == false or rs == false then return nil end
+
+  -- Top level: before the first "[" / "{", or with no "]" / "}" after it (brackets inside strings can only make
+  -- this fail, never pass wrongly).
+  local first_open = find(raw, "[", 2, true) or n
+  local o = find(raw, "{", 2, true)
+  if o and o < first_open then first_open = o end
+  local late = n
+  if qs and qs > first_open then late = qs end
+  if cs and cs > first_open and cs < late then late = cs end
+  if es and es > first_open and es < late then late = es end
+  if rs and rs > first_open and rs < late then late = rs end
+  if late < n then
+    local c = find(raw, "]", late, true)
+    if (c and c < n) or find(raw, "}", late, true) < n then return nil end
+  end
+
+  local queue = "default"
+  if qs then
+    queue = match(raw, '^"([^"\\]*)"', qv)
+    if not queue then return nil end
+    if queue == "" then queue = "default" end
+  end
+
+  local stamp = now_s
+  if cs then
+    local c = match(raw, "^-?%d+(.)", cv)
+    if c == "," or c == "}" then stamp = now_ms elseif c ~= "." and c ~= "e" and c ~= "E" then return nil end
+  end
+
+  local re, rnew
+  if rs then
+    local digits = match(raw, "^(-?%d+)[,}]", rv)
+    if not digits or #digits > 9 then return nil end
+    re, rnew = rv + #digits - 1, digits - 1  -- a number; ".." writes it as an integer
+  end
+
+  if ev then
+    local _, e = find(raw, "^-?%d[%d.eE+-]*[,}]", ev)
+    if not e then return nil end
+    if not rs then return sub(raw, 1, ev - 1) .. stamp .. sub(raw, e), queue end
+    if rv < ev then
+      return sub(raw, 1, rv - 1) .. rnew .. sub(raw, re + 1, ev - 1) .. stamp .. sub(raw, e), queue
+    end
+    return sub(raw, 1, ev - 1) .. stamp .. sub(raw, e, rv - 1) .. rnew .. sub(raw, re + 1), queue
+  end
+  local sep = ","
+  if n == 2 then sep = "" else
+    local c = byte(raw, n - 1)
+    if c == 32 or c == 9 or c == 10 or c == 13 then return nil end
+  end
+  if rs then
+    return sub(raw, 1, rv - 1) .. rnew .. sub(raw, re + 1, n - 1) .. sep .. '"enqueued_at":' .. stamp .. "}", queue
+  end
+  return sub(raw, 1, n - 1) .. sep .. '"enqueued_at":' .. stamp .. "}", queue
+end
+
+local members = redis.call("ZRANGE", src, offset, offset + count - 1)
+
+-- Plan (no writes yet).
+local taken, pushes, order, qkeys, for_python = {}, {}, {}, {}, {}
+local left = 0
+if mode == "kill" then
+  taken = members
+else
+  for k = 1, #members do
+    local raw = members[k]
+    local payload, q = edit(raw)
+    if payload == nil then
+      -- Python edits the rest of the batch, so jobs are still pushed in score order (lowest runs first).
+      for j = k, #members do for_python[#for_python + 1] = members[j] end
+      break
+    else
+      local qkey = qkeys[q]
+      if qkey == nil then
+        qkey = prefix .. "queue:" .. q
+        local t = type_of(qkey)
+        if t ~= "none" and t ~= "list" then qkey = false end
+        qkeys[q] = qkey
+      end
+      if qkey then
+        local list = pushes[q]
+        if not list then
+          list = {}
+          pushes[q] = list
+          order[#order + 1] = q
+        end
+        list[#list + 1] = payload
+        taken[#taken + 1] = raw
+      else
+        left = left + 1
+      end
+    end
+  end
+end
+
+-- Write: pushes (or ZADD dead) first, then the removals.
+for _, q in ipairs(order) do
+  local list = pushes[q]
+  for a = 1, #list, CHUNK do redis.call("LPUSH", qkeys[q], unpack(list, a, math.min(a + CHUNK - 1, #list))) end
+  redis.call("SADD", queues_key, q)
+end
+if mode == "kill" and #taken > 0 then
+  for a = 1, #taken, CHUNK do
+    local args = {}
+    for k = a, math.min(a + CHUNK - 1, #taken) do
+      args[#args + 1] = now_s
+      args[#args + 1] = taken[k]
+    end
+    redis.call("ZADD", dead, unpack(args))
+  end
+end
+for a = 1, #taken, CHUNK do redis.call("ZREM", src, unpack(taken, a, math.min(a + CHUNK - 1, #taken))) end
+if mode == "kill" and #taken > 0 then
+  redis.call("ZREMRANGEBYSCORE", dead, "-inf", dead_cutoff)
+  redis.call("ZREMRANGEBYRANK", dead, 0, dead_rank)
+end
+return {#members, #taken, left, for_python}
+"""
+
 _LUA_DELETE_ALL = r"""
 local n = redis.call("ZCARD", KEYS[1])
 redis.call("UNLINK", KEYS[1])
@@ -267,6 +451,8 @@ def _fast_fields(raw: bytes, decrement: bool) -> dict[str, tuple[int, int]]:
             continue
         position = find(key)
         if position < 0:
+            if find(key[:-1]) >= 0:  # spelled with blanks ('"queue" :'): only the parser knows
+                raise _Ambiguous
             continue
         end = position + len(key)
         if find(key, end) >= 0 or raw[position - 1] not in b"{," or first_open < position < last_close + 1:
@@ -414,6 +600,7 @@ class SidekiqActions:
         self.dead_timeout = float(dead_timeout)
         self.batch_size = int(batch_size)
         self._move = client.register_script(_LUA_MOVE)
+        self._move_all = client.register_script(_LUA_MOVE_ALL)
         self._delete_all = client.register_script(_LUA_DELETE_ALL)
         self._delete_queue = client.register_script(_LUA_DELETE_QUEUE)
         self._signal = client.register_script(_LUA_SIGNAL)
@@ -496,45 +683,36 @@ class SidekiqActions:
         """Batched moves from the lowest score up; returns how many were moved.
 
         Bounded by the set's size at the start, so entries that arrive meanwhile (new failures) don't keep it going.
-        Each batch is read, edited here, and moved by one script that claims every member with ZREM semantics (only
-        members still present are moved), so the scheduler poller or a second Retry All racing this one can't make
-        a job move twice. Members that can't be moved (not a JSON object; queue key of another type) stay and are
-        stepped over. The script call and the next read share one round trip.
+        Each batch is one script that reads, edits and moves its members inside Redis, so the scheduler poller or
+        a second Retry All racing this one can't make a job move twice. Members it can't edit safely come back
+        and are edited here, then moved by the generic script (which claims only members still present). Members
+        that can't be moved (not a JSON object; queue key of another type) stay and are stepped over.
         """
-        source = self.key(set_name)
-        total = int(self.client.zcard(source))
+        keys = self._keys(set_name)
+        total = int(self.client.zcard(keys[0]))
         moved = looked_at = offset = 0
-        members = self.client.zrange(source, 0, min(self.batch_size, total) - 1) if total else []
-        while members and looked_at < total:
-            members = members[: total - looked_at]
+        while looked_at < total:
             now = time.time()
+            count = min(self.batch_size, total - looked_at)
+            args = [mode, self.prefix, offset, count, _float_text(now), str(int(now * 1000)),
+                    _float_text(now - self.dead_timeout), str(-self.dead_max_jobs)]
+            seen, done, left, for_python = self._move_all(keys=keys, args=args)
+            if not seen:
+                break
+            looked_at += int(seen)
+            moved += int(done)
+            offset += int(left)
             items = []
-            for member in members:
+            for member in for_python:
                 item = self._item(mode, _as_bytes(member), "", now)
                 if item is None:
                     offset += 1  # stays in the set, ahead of what's left
                 else:
                     items.append(item)
-            looked_at += len(members)
-            remaining = total - looked_at
-            count = min(self.batch_size, remaining)
             if items:
-                pipe = self.client.pipeline(transaction=False)
-                args, _ = self._args(mode, items, now, with_scores=False)
-                self._move(keys=self._keys(set_name), args=args, client=pipe)
-                if count > 0:
-                    pipe.zrange(source, offset, offset + count - 1)
-                replies = pipe.execute()
-                statuses = [int(status) for status in replies[0]]
+                statuses = [int(status) for status in self._move(keys=keys, args=self._args(mode, items, now, False)[0])]
                 moved += statuses.count(MOVED)
-                wrong = statuses.count(WRONG_TYPE)
-                if wrong:
-                    offset += wrong
-                    members = self.client.zrange(source, offset, offset + count - 1) if count > 0 else []
-                else:
-                    members = replies[1] if count > 0 else []
-            else:
-                members = self.client.zrange(source, offset, offset + count - 1) if count > 0 else []
+                offset += statuses.count(WRONG_TYPE)
             if progress is not None:
                 progress(moved, total)
         return moved

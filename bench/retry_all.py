@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help=f"rewrite '## {SECTION}' in BENCHMARKS.md")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     server = Server()
     try:
         py_runs = [run_python(server, args.count, args.backtrace, args.batch_size) for _ in range(args.repeat)]
@@ -215,8 +216,10 @@ runs per side; every run checks that each jid ended up in `queue:default` exactl
 | kiqboard `SidekiqActions.retry_all("retry")` ({client_note}) | {py['count']:,} | {py['seconds']:.3f} | {py_rate:,.0f} |
 | Sidekiq 6.4.1 `Sidekiq::RetrySet.new.retry_all` | {rb['count']:,} | {rb['seconds']:.3f} | {rb_rate:,.0f} |
 
-**Ratio: {ratio:.0f}×** (goal ≥ 50×). Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} CPUs, shared
-with other work, so absolute numbers vary from run to run; redis-server CPU for kiqboard's run: {py['redis_cpu']:.2f} s).
+**Ratio: {ratio:.0f}×** (goal ≥ 50×). Measured {time.strftime('%Y-%m-%d %H:%M')} on this machine ({os.cpu_count()} CPUs,
+shared with other work, so absolute numbers vary from run to run; load average {load_before[0]:.2f} before,
+{os.getloadavg()[0]:.2f} after). kiqboard runs: {_runs(py_runs)}; redis-server CPU for the best: {py['redis_cpu']:.2f} s.
+Sidekiq runs: {_runs(rb_runs)}.
 """)
 
 

@@ -360,6 +360,76 @@ def test_retry_all_stops_at_the_starting_size(client):
     assert client.zcard("retry") == 3
 
 
+# Payloads for the bulk script's in-Lua editing: each must come out exactly as edit_payload writes it, whether the
+# script edits it itself or hands it back to Python (nested or escaped keys, blanks, "\u" escapes, odd values).
+BULK_PAYLOADS = [
+    dump(job("s6")),  # Sidekiq 6: float seconds
+    dump(job("s8", created_at=1700000000123, enqueued_at=1700000000456)),  # Sidekiq 8: integer ms
+    dump({"class": "W", "args": [], "jid": "norc", "queue": "default", "created_at": 1.5, "enqueued_at": 2.5}),
+    dump({"class": "W", "args": [[], {}], "jid": "noenq", "retry_count": 0}),
+    dump({"class": "W", "args": [], "jid": "noenq-ms", "created_at": 1700000000123}),
+    b'{"jid":"nested","args":[{"retry_count":9,"enqueued_at":1,"queue":"no"}],"retry_count":2,"enqueued_at":3.5}',
+    b'{"jid":"nested-after","retry_count":2,"args":[1],"x":{"enqueued_at":1}}',
+    b'{"jid":"escaped","a\\"retry_count":1,"b":"\\"enqueued_at\\":7","retry_count":3,"enqueued_at":1.5}',
+    b'{"jid":"in-string","error_message":"retry_count\\":1, \\"queue\\":\\"x\\" [oops}","retry_count":1}',
+    dump(job("unicode", "q\u2713", error_message="h\u00e9 \u2603 [] {}")),
+    json.dumps(job("u-escape", "low")).encode(),  # ensure_ascii: \u escapes anywhere go to Python
+    b'{"jid":"blanks", "queue": "low", "retry_count": 4, "enqueued_at": 1.5}',
+    b'{"jid":"blank-key","queue" : "low","retry_count" :4}',
+    b'{"jid":"str-rc","retry_count":"3","enqueued_at":null,"queue":""}',
+    b'{"jid":"float-rc","retry_count":2.0,"created_at":1e9,"queue":"q\\"x"}',
+    b'{"jid":"big-rc","retry_count":12345678901234,"args":[123456789012345678901234567890]}',
+    b'{"jid":"dup","args":[],"retry_count":1,"retry_count":5,"created_at":1.5}',
+    b'{"jid":"myqueue","class":"queue","myqueue":"x","created_at":-5,"enqueued_at":-1E-7}',
+    b'{"jid":"ws","retry_count":1} ',
+    b'{"queue":"first","retry_count":1,"enqueued_at":2}',
+    b"{}",
+]
+NOT_OBJECTS = [b"[]", b'"x"', b"7", b'{"jid":"cut",', b"null"]
+
+
+@pytest.mark.parametrize("mode", ["retry", "enqueue"])
+def test_bulk_payloads_are_edited_exactly_like_edit_payload(client, monkeypatch, mode):
+    now = 1796000000.1234567
+    monkeypatch.setattr(time, "time", lambda: now)
+    key = "retry" if mode == "retry" else "schedule"
+    members = BULK_PAYLOADS + NOT_OBJECTS
+    client.zadd(key, {raw: i for i, raw in enumerate(members)})
+    actions = SidekiqActions(client, batch_size=5)
+    moved = actions.retry_all("retry") if mode == "retry" else actions.add_all_to_queue()
+    assert moved == len(BULK_PAYLOADS)
+    expected: dict[str, list[bytes]] = {}
+    for raw in BULK_PAYLOADS:
+        payload, queue = edit_payload(raw, mode == "retry", now)
+        expected.setdefault(queue, []).insert(0, payload)  # LPUSH: the first moved ends up last
+    for queue, payloads in expected.items():
+        assert client.lrange(f"queue:{queue}", 0, -1) == payloads
+    assert {m.decode() for m in client.smembers("queues")} == set(expected)
+    assert client.zrange(key, 0, -1) == NOT_OBJECTS  # skipped and left in place, in order
+
+
+def test_sidekiq_payloads_never_leave_redis(redis_client):
+    """Sidekiq's own payloads are edited inside the bulk script: no member travels to Python and back."""
+    first = b'{"queue":"default","jid":"first","retry_count":1,"created_at":1.5}'  # a key right after "{"
+    redis_client.zadd("retry", {raw: i for i, raw in enumerate(BULK_PAYLOADS[:5] + [b"{}", first])})
+    actions = SidekiqActions(redis_client)
+    actions._item = None  # Python's editor must not be needed
+    assert actions.retry_all("retry") == 7
+    pushed = {json.loads(raw).get("jid"): json.loads(raw) for raw in redis_client.lrange("queue:default", 0, -1)}
+    assert pushed["s6"]["retry_count"] == 2 and pushed["s8"]["retry_count"] == 2
+    assert pushed["s8"]["enqueued_at"] == int(pushed["s8"]["enqueued_at"]) and type(pushed["s8"]["enqueued_at"]) is int
+    assert type(pushed["s6"]["enqueued_at"]) is float and pushed["noenq"]["retry_count"] == -1
+    assert pushed["noenq"]["args"] == [[], {}] and b'"args":[[],{}]' in redis_client.lrange("queue:default", 0, -1)[3]
+    assert pushed["first"]["retry_count"] == 0
+
+
+def test_kill_all_moves_unchanged_bytes(client):
+    members = BULK_PAYLOADS[:3] + [b"[]"]
+    client.zadd("retry", {raw: i for i, raw in enumerate(members)})
+    assert SidekiqActions(client, batch_size=3).kill_all() == 4
+    assert sorted(client.zrange("dead", 0, -1)) == sorted(members) and client.zcard("retry") == 0
+
+
 def test_empty_sets(client):
     actions = SidekiqActions(client)
     assert actions.retry_all("retry") == 0 and actions.kill_all() == 0 and actions.add_all_to_queue() == 0
