@@ -22,7 +22,7 @@ from blueprints.dashboard import create_dashboard_blueprint
 from blueprints.login import create_login_blueprint
 from blueprints.overview import create_overview_blueprint
 from config import ConfigError, Settings, load_settings
-from pools import Bulkhead, Pool, PoolBusy, connect, describe_redis_error, max_connections_for, web_threads
+from pools import Bulkhead, Pool, PoolBusy, connect, describe_redis_error, max_connections_for
 
 log = logging.getLogger("kiqboard")
 
@@ -87,8 +87,8 @@ def build_pools(settings: Settings) -> dict[str, Pool]:
         import demo
 
         return {ps.name: Pool(ps, demo.demo_client(ps)) for ps in settings.pools}
-    # Sized from the web process's threads (gunicorn.conf.py's GUNICORN_THREADS): see pools.py and the README.
-    threads = web_threads()
+    # Sized from the web process's threads (GUNICORN_THREADS): see pools.py and the README.
+    threads = settings.web_threads
     return {
         ps.name: Pool(ps, connect(ps, max_connections=max_connections_for(threads)),
                       bulkhead=Bulkhead(limit=max(1, threads // 2)))

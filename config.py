@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 POOL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -85,7 +85,9 @@ class Settings:
     # Force https cookies and redirect URIs regardless of the request's scheme.
     force_https: bool = False
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # The web process's shape (gunicorn.conf.py); connection pools and bulkheads are sized from web_threads.
+    web_concurrency: int = 2
+    web_threads: int = 8
 
     def pool(self, name: str) -> PoolSettings | None:
         return next((p for p in self.pools if p.name == name), None)
@@ -275,6 +277,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     membership_ttl = _positive_int(environ, "MEMBERSHIP_TTL", 300, minimum=10)
     trusted_proxies = _positive_int(environ, "TRUSTED_PROXIES", 1 if "DYNO" in environ else 0, minimum=0)
     force_https = environ.get("FORCE_HTTPS", "").strip().lower() in ("1", "true", "yes")
+    web_concurrency = _positive_int(environ, "WEB_CONCURRENCY", 2)
+    web_threads = _positive_int(environ, "GUNICORN_THREADS", 8)
     log_level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of DEBUG, INFO, WARNING, ERROR")
@@ -308,4 +312,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=trusted_proxies,
         force_https=force_https,
         log_level=log_level,
+        web_concurrency=web_concurrency,
+        web_threads=web_threads,
     )

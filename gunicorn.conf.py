@@ -8,15 +8,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from config import ConfigError, load_settings  # noqa: E402
 
 try:
-    load_settings()
+    settings = load_settings()
 except ConfigError as error:
     print(f"kiqboard: configuration error: {error}", file=sys.stderr, flush=True)
     sys.exit(3)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # Heroku's buildpack sets WEB_CONCURRENCY from the dyno size; threads serve slow Redis calls without a worker each.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+workers = settings.web_concurrency
+threads = settings.web_threads
 worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20

@@ -5,7 +5,6 @@ Pools are values handed to blueprint factories; nothing here is process-global.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,15 +23,6 @@ from sidekiq_reader import SidekiqReader
 DEFAULT_THREADS = 8
 CONNECTION_HEADROOM = 2
 DEFAULT_MAX_CONNECTIONS = DEFAULT_THREADS + CONNECTION_HEADROOM
-
-
-def web_threads(environ=None) -> int:
-    """Request threads per web process, as gunicorn.conf.py reads them (GUNICORN_THREADS, default 8)."""
-    environ = os.environ if environ is None else environ
-    try:
-        return max(1, int(str(environ.get("GUNICORN_THREADS", "")).strip() or DEFAULT_THREADS))
-    except ValueError:
-        return DEFAULT_THREADS
 
 
 def max_connections_for(threads: int) -> int:

@@ -168,3 +168,11 @@ def test_settings_are_frozen():
         s.secret_key = "other"  # type: ignore[misc]
     with pytest.raises(Exception):
         s.pools[0].url = "redis://other"  # type: ignore[misc]
+
+
+def test_web_process_shape():
+    s = settings(REDIS_1="redis://h")
+    assert (s.web_concurrency, s.web_threads) == (2, 8)
+    s = settings(REDIS_1="redis://h", WEB_CONCURRENCY="4", GUNICORN_THREADS="16")
+    assert (s.web_concurrency, s.web_threads) == (4, 16)
+    assert "GUNICORN_THREADS" in error_of({**GITHUB, "REDIS_1": "redis://h", "GUNICORN_THREADS": "lots"})

@@ -23,7 +23,6 @@ from pools import (
     PoolUnavailable,
     describe_redis_error,
     max_connections_for,
-    web_threads,
 )
 from tests.conftest import RedisServer, free_port
 from tests.faults_support import GITHUB_ENV, hung, signed_in_client
@@ -169,9 +168,8 @@ def test_bulkhead_waiter_gets_the_slot_a_fast_request_frees():
 
 
 def test_pool_sizes_follow_the_thread_count():
-    assert web_threads({}) == 8 and max_connections_for(8) == 10
-    assert web_threads({"GUNICORN_THREADS": "3"}) == 3 and max_connections_for(3) == 5
-    assert web_threads({"GUNICORN_THREADS": "nonsense"}) == 8
+    assert max_connections_for(8) == 10
+    assert max_connections_for(3) == 5
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,12 +221,11 @@ def test_timeouts_come_from_the_configuration(pools):
     assert kwargs["socket_connect_timeout"] == 0.3 and kwargs["socket_timeout"] == 0.5
 
 
-def test_connection_pools_are_bounded_and_blocking(pools, monkeypatch, servers):
+def test_connection_pools_are_bounded_and_blocking(pools, servers):
     pool = pools["alpha"].redis.connection_pool
     assert isinstance(pool, redis.BlockingConnectionPool)
-    assert pool.max_connections == max_connections_for(web_threads())
-    monkeypatch.setenv("GUNICORN_THREADS", "3")
-    env = {"REDIS_1": servers["alpha"].url, **GITHUB_ENV}
+    assert pool.max_connections == max_connections_for(8)
+    env = {"REDIS_1": servers["alpha"].url, "GUNICORN_THREADS": "3", **GITHUB_ENV}
     small = app_module.create_app(load_settings(env)).extensions["kiqboard"]["pools"]["sidekiq"]
     assert small.redis.connection_pool.max_connections == 5 and small.bulkhead.limit == 1
     # 30 threads hammering one pool never open more than its cap.
