@@ -49,6 +49,77 @@ NOT_FOUND = 0  # no member at that score with that jid (already moved, re-scored
 UNMOVABLE = -1  # the member is not a JSON object we can edit; left where it is
 WRONG_TYPE = -2  # the target queue key holds something other than a list; left where it is
 
+# What both move scripts share: type checks, the per-queue push lists, and the write phase, in which pushes (or
+# ZADD dead) come before the removals.
+_LUA_SHARED = r"""
+local CHUNK = 1000
+
+local function type_of(key)
+  local t = redis.call("TYPE", key)
+  if type(t) == "table" then t = t.ok end
+  return t
+end
+
+-- An error reply when the destination (`dead` for a kill, the `queues` set for a push) holds another type.
+local function wrong_destination(kill, dead, queues_key)
+  if kill then
+    local t = type_of(dead)
+    if t ~= "none" and t ~= "zset" then return redis.error_reply("WRONGTYPE " .. dead .. " is not a sorted set") end
+  else
+    local t = type_of(queues_key)
+    if t ~= "none" and t ~= "set" then return redis.error_reply("WRONGTYPE " .. queues_key .. " is not a set") end
+  end
+  return nil
+end
+
+-- Queues the payload for queue q; false when queue:q holds another type (the job is then left in place).
+local function plan_push(plan, prefix, q, payload)
+  local qkey = plan.qkeys[q]
+  if qkey == nil then
+    qkey = prefix .. "queue:" .. q
+    local t = type_of(qkey)
+    if t ~= "none" and t ~= "list" then qkey = false end
+    plan.qkeys[q] = qkey
+  end
+  if not qkey then return false end
+  local list = plan.pushes[q]
+  if not list then
+    list = {}
+    plan.pushes[q] = list
+    plan.order[#plan.order + 1] = q
+  end
+  list[#list + 1] = payload
+  return true
+end
+
+local function new_plan()
+  return {pushes = {}, order = {}, qkeys = {}}
+end
+
+local function write_moves(plan, kill, src, dead, queues_key, taken, now_s, dead_cutoff, dead_rank)
+  for _, q in ipairs(plan.order) do
+    local list = plan.pushes[q]
+    for a = 1, #list, CHUNK do redis.call("LPUSH", plan.qkeys[q], unpack(list, a, math.min(a + CHUNK - 1, #list))) end
+    redis.call("SADD", queues_key, q)
+  end
+  if kill and #taken > 0 then
+    for a = 1, #taken, CHUNK do
+      local args = {}
+      for k = a, math.min(a + CHUNK - 1, #taken) do
+        args[#args + 1] = now_s
+        args[#args + 1] = taken[k]
+      end
+      redis.call("ZADD", dead, unpack(args))
+    end
+  end
+  for a = 1, #taken, CHUNK do redis.call("ZREM", src, unpack(taken, a, math.min(a + CHUNK - 1, #taken))) end
+  if kill and #taken > 0 then
+    redis.call("ZREMRANGEBYSCORE", dead, "-inf", dead_cutoff)
+    redis.call("ZREMRANGEBYRANK", dead, 0, dead_rank)
+  end
+end
+"""
+
 # ---------------------------------------------------------------------------------------------------------------
 # The move script. KEYS = {source set, dead, queues}.
 # ARGV = {mode, prefix, now_s, dead_cutoff, dead_rank, with_scores ("1"/"0"),
@@ -61,27 +132,18 @@ WRONG_TYPE = -2  # the target queue key holds something other than a list; left 
 # and then pushes come before removals, so an error can't leave a job removed but not pushed; Redis applies a
 # script's writes all or nothing (one MULTI/EXEC in the AOF and to replicas), so a crash can't either.
 # ---------------------------------------------------------------------------------------------------------------
-_LUA_MOVE = r"""
+_LUA_MOVE = _LUA_SHARED + r"""
 local src, dead, queues_key = KEYS[1], KEYS[2], KEYS[3]
 local mode, prefix, now_s, dead_cutoff, dead_rank = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local with_scores = ARGV[6] == "1"
-local CHUNK = 1000
+local kill = mode == "kill"
 local stride = 1
 if with_scores then stride = stride + 1 end
 if mode == "push" then stride = stride + 1 end
 
-local function type_of(key)
-  local t = redis.call("TYPE", key)
-  if type(t) == "table" then t = t.ok end
-  return t
-end
-
-if mode == "push" then
-  local t = type_of(queues_key)
-  if t ~= "none" and t ~= "set" then return redis.error_reply("WRONGTYPE " .. queues_key .. " is not a set") end
-elseif mode == "kill" then
-  local t = type_of(dead)
-  if t ~= "none" and t ~= "zset" then return redis.error_reply("WRONGTYPE " .. dead .. " is not a sorted set") end
+if mode == "push" or kill then
+  local err = wrong_destination(kill, dead, queues_key)
+  if err then return err end
 end
 
 -- Unpack the groups: queue, count, then count items of (member[, score][, payload]).
@@ -115,33 +177,13 @@ end
 
 -- Plan (no writes yet).
 local status, taken, seen = {}, {}, {}
-local pushes, order, qkeys = {}, {}, {}
+local plan = new_plan()
 for k = 1, n do
   local m, score = members[k], scores[k]
   local st = 0
   if score and not seen[m] and (not with_scores or tonumber(score) == tonumber(wants[k])) then
     st = 1
-    if mode == "push" then
-      local q = queues[k]
-      local qkey = qkeys[q]
-      if qkey == nil then
-        qkey = prefix .. "queue:" .. q
-        local t = type_of(qkey)
-        if t ~= "none" and t ~= "list" then qkey = false end
-        qkeys[q] = qkey
-      end
-      if qkey then
-        local list = pushes[q]
-        if not list then
-          list = {}
-          pushes[q] = list
-          order[#order + 1] = q
-        end
-        list[#list + 1] = payloads[k]
-      else
-        st = -2
-      end
-    end
+    if mode == "push" and not plan_push(plan, prefix, queues[k], payloads[k]) then st = -2 end
     if st == 1 then
       seen[m] = true
       taken[#taken + 1] = m
@@ -150,33 +192,7 @@ for k = 1, n do
   status[k] = st
 end
 
--- Write: pushes (or ZADD dead) first, then the removals.
-local function chunked(cmd, key, list, paired_with)
-  for a = 1, #list, CHUNK do
-    local b = math.min(a + CHUNK - 1, #list)
-    if paired_with then
-      local args = {}
-      for k = a, b do
-        args[#args + 1] = paired_with
-        args[#args + 1] = list[k]
-      end
-      redis.call(cmd, key, unpack(args))
-    else
-      redis.call(cmd, key, unpack(list, a, b))
-    end
-  end
-end
-
-for _, q in ipairs(order) do
-  chunked("LPUSH", qkeys[q], pushes[q])
-  redis.call("SADD", queues_key, q)
-end
-if mode == "kill" and #taken > 0 then chunked("ZADD", dead, taken, now_s) end
-chunked("ZREM", src, taken)
-if mode == "kill" and #taken > 0 then
-  redis.call("ZREMRANGEBYSCORE", dead, "-inf", dead_cutoff)
-  redis.call("ZREMRANGEBYRANK", dead, 0, dead_rank)
-end
+write_moves(plan, kill, src, dead, queues_key, taken, now_s, dead_cutoff, dead_rank)
 return status
 """
 
@@ -193,28 +209,17 @@ return status
 # a member whose proof fails, or that has any "\u" escape (a key could be spelled with one), is left in the set
 # and returned for Python's careful editor, which moves it with the generic script.
 # ---------------------------------------------------------------------------------------------------------------
-_LUA_MOVE_ALL = r"""
+_LUA_MOVE_ALL = _LUA_SHARED + r"""
 local src, dead, queues_key = KEYS[1], KEYS[2], KEYS[3]
 local mode, prefix = ARGV[1], ARGV[2]
 local offset, count = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now_s, now_ms, dead_cutoff, dead_rank = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local decrement = mode == "retry"
-local CHUNK = 1000
+local kill = mode == "kill"
 local find, byte, sub, match = string.find, string.byte, string.sub, string.match
 
-local function type_of(key)
-  local t = redis.call("TYPE", key)
-  if type(t) == "table" then t = t.ok end
-  return t
-end
-
-if mode == "kill" then
-  local t = type_of(dead)
-  if t ~= "none" and t ~= "zset" then return redis.error_reply("WRONGTYPE " .. dead .. " is not a sorted set") end
-else
-  local t = type_of(queues_key)
-  if t ~= "none" and t ~= "set" then return redis.error_reply("WRONGTYPE " .. queues_key .. " is not a set") end
-end
+local err = wrong_destination(kill, dead, queues_key)
+if err then return err end
 
 -- Where the key HEAD .. TAIL starts and where its value starts (the key's bytes H1.. before TAIL, HLEN of them);
 -- nil when absent; false when it is there but not as one plainly written key right after "{" or ",". TAIL starts
@@ -302,9 +307,9 @@ end
 local members = redis.call("ZRANGE", src, offset, offset + count - 1)
 
 -- Plan (no writes yet).
-local taken, pushes, order, qkeys, for_python = {}, {}, {}, {}, {}
+local taken, for_python, plan = {}, {}, new_plan()
 local left = 0
-if mode == "kill" then
+if kill then
   taken = members
 else
   for k = 1, #members do
@@ -314,51 +319,15 @@ else
       -- Python edits the rest of the batch, so jobs are still pushed in score order (lowest runs first).
       for j = k, #members do for_python[#for_python + 1] = members[j] end
       break
+    elseif plan_push(plan, prefix, q, payload) then
+      taken[#taken + 1] = raw
     else
-      local qkey = qkeys[q]
-      if qkey == nil then
-        qkey = prefix .. "queue:" .. q
-        local t = type_of(qkey)
-        if t ~= "none" and t ~= "list" then qkey = false end
-        qkeys[q] = qkey
-      end
-      if qkey then
-        local list = pushes[q]
-        if not list then
-          list = {}
-          pushes[q] = list
-          order[#order + 1] = q
-        end
-        list[#list + 1] = payload
-        taken[#taken + 1] = raw
-      else
-        left = left + 1
-      end
+      left = left + 1
     end
   end
 end
 
--- Write: pushes (or ZADD dead) first, then the removals.
-for _, q in ipairs(order) do
-  local list = pushes[q]
-  for a = 1, #list, CHUNK do redis.call("LPUSH", qkeys[q], unpack(list, a, math.min(a + CHUNK - 1, #list))) end
-  redis.call("SADD", queues_key, q)
-end
-if mode == "kill" and #taken > 0 then
-  for a = 1, #taken, CHUNK do
-    local args = {}
-    for k = a, math.min(a + CHUNK - 1, #taken) do
-      args[#args + 1] = now_s
-      args[#args + 1] = taken[k]
-    end
-    redis.call("ZADD", dead, unpack(args))
-  end
-end
-for a = 1, #taken, CHUNK do redis.call("ZREM", src, unpack(taken, a, math.min(a + CHUNK - 1, #taken))) end
-if mode == "kill" and #taken > 0 then
-  redis.call("ZREMRANGEBYSCORE", dead, "-inf", dead_cutoff)
-  redis.call("ZREMRANGEBYRANK", dead, 0, dead_rank)
-end
+write_moves(plan, kill, src, dead, queues_key, taken, now_s, dead_cutoff, dead_rank)
 return {#members, #taken, left, for_python}
 """
 
