@@ -434,8 +434,8 @@ ERRORS: dict[str, Callable[[DemoProfile], _Error]] = {
     )),
     "not_found": lambda p: _Error("ActiveRecord::RecordNotFound", lambda r, p: f"Couldn't find {r.choice(['Order', 'Invoice', 'Product', 'User'])} with 'id'={r.randint(1, 900_000)}", (
         (_gem(p, f"activerecord-{p.rails}", "active_record/core.rb"), 253, "ActiveRecord::Core::ClassMethods", "find"),
-        (_gem(p, f"globalid-1.2.1", "global_id/locator.rb"), 205, "GlobalID::Locator::UnscopedLocator", "locate"),
-        (_gem(p, f"globalid-1.2.1", "global_id/locator.rb"), 31, "GlobalID::Locator", "locate"),
+        (_gem(p, "globalid-1.2.1", "global_id/locator.rb"), 205, "GlobalID::Locator::UnscopedLocator", "locate"),
+        (_gem(p, "globalid-1.2.1", "global_id/locator.rb"), 31, "GlobalID::Locator", "locate"),
         (_gem(p, f"activejob-{p.rails}", "active_job/arguments.rb"), 146, "ActiveJob::Arguments", "deserialize_global_id"),
     )),
     "nil_method": lambda p: _Error("NoMethodError", lambda r, p: (
@@ -1131,7 +1131,7 @@ class DemoSimulator:
 
     def _discover(self, state: _PoolState) -> None:
         """Adopt the seeded processes (by dyno hostname); identities whose hash expired are cleaned up."""
-        profile, client, k = state.profile, state.client, state.profile.key
+        client, k = state.client, state.profile.key
         by_host: dict[str, list[str]] = {}
         for raw in client.smembers(k("processes")):
             identity = _text(raw)

@@ -37,7 +37,6 @@ import http.client
 import itertools
 import math
 import os
-import re
 import signal
 import socket
 import statistics

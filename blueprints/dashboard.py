@@ -35,7 +35,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
@@ -300,18 +299,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
 
     @bp.before_request
     def guard():
-        guard_pool = getattr(auth, "guard_pool", None)
-        if guard_pool is not None:
-            return guard_pool(pool.settings)
-        # The same rules from the primitives, in case guard_pool is not there.
-        refusal = auth.require_signed_in()
-        if refusal is not None:
-            return refusal
-        if not auth.may_see(pool.settings):
-            abort(404)
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not auth.may_operate(pool.settings):
-            abort(403)
-        return None
+        return auth.guard_pool(pool.settings)
 
     # Redis errors are app.py's: a 503 naming the pool, and the pool's circuit breaker.
 

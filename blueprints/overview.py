@@ -110,21 +110,17 @@ class Reading:
 
 def describe_error(error: BaseException) -> str:
     """The lead's wording for a pool fault (pools.describe_redis_error), plus redis-py's detail when it adds any."""
-    if isinstance(error, PoolUnavailable) or not isinstance(error, (redis.RedisError, OSError)):
-        text = describe_redis_error(error)
-    else:
-        text = describe_redis_error(error)
+    text = describe_redis_error(error)
+    if isinstance(error, (redis.RedisError, OSError)) and not isinstance(error, (PoolUnavailable, redis.ResponseError)):
         detail = str(error).strip()
-        if detail and detail not in text and not isinstance(error, redis.ResponseError):
+        if detail and detail not in text:
             text = f"{text}: {detail}"
     return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _guarded(pool: Pool, fn: Callable[[], Any]) -> Callable[[], Any]:
     """Honour the pool's circuit breaker (fail fast while open) and feed it the outcome."""
-    breaker = getattr(pool, "breaker", None)
-    if breaker is None:
-        return fn
+    breaker = pool.breaker
 
     def run() -> Any:
         breaker.check(pool.name)
@@ -141,8 +137,7 @@ def _guarded(pool: Pool, fn: Callable[[], Any]) -> Callable[[], Any]:
 
 def _open_circuit(pool: Pool) -> Future | None:
     """A finished Future holding the breaker's refusal while the pool's circuit is open, else None."""
-    breaker = getattr(pool, "breaker", None)
-    refusal = breaker.refusal() if breaker is not None and hasattr(breaker, "refusal") else None
+    refusal = pool.breaker.refusal()
     if refusal is None:
         return None
     future: Future = Future()
@@ -171,9 +166,8 @@ def read_concurrently(
             value, elapsed = future.result(timeout=0)
         except BaseException as error:  # noqa: BLE001 - every failure becomes a "down" reading
             if not future.done():
-                breaker = getattr(pool, "breaker", None)
-                if breaker is not None:  # no reply by the deadline: that counts towards opening the circuit
-                    breaker.record_failure(redis.TimeoutError(f"no reply within {deadline:g} s"))
+                # No reply by the deadline: that counts towards opening the circuit.
+                pool.breaker.record_failure(redis.TimeoutError(f"no reply within {deadline:g} s"))
                 readings.append(
                     Reading(pool, "down", error=f"not answering (no reply within {deadline:g} s)", timed_out=True)
                 )
@@ -230,15 +224,8 @@ class PoolSummary:
 
 def read_summary(pool: Pool) -> PoolSummary:
     """Stats + 7 days of history + every queue's size and latency, in the reader's fewest round trips."""
-    reader = pool.reader
-    overview = getattr(reader, "overview", None)
-    if overview is not None:
-        data = overview(days=HISTORY_DAYS)
-        return PoolSummary(data.stats, data.history, list(data.queues), getattr(data, "threads", None))
-    # Fallback for a reader without overview(): two page reads.
-    dash = reader.dashboard(days=HISTORY_DAYS)
-    queues = reader.queues()
-    return PoolSummary(dash.stats, dash.history, list(queues.queues), None)
+    data = pool.reader.overview(days=HISTORY_DAYS)
+    return PoolSummary(data.stats, data.history, list(data.queues), data.threads)
 
 
 def pool_path(pool_name: str, *parts: str) -> str:

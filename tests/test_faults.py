@@ -19,7 +19,6 @@ from config import load_settings
 from pools import (
     Bulkhead,
     CircuitBreaker,
-    PoolBusy,
     PoolUnavailable,
     describe_redis_error,
     max_connections_for,

@@ -18,7 +18,6 @@ import uuid
 from collections import Counter
 
 import pytest
-import redis
 
 from conftest import RedisServer
 from sidekiq_support import (
