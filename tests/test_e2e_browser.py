@@ -234,6 +234,20 @@ def test_browser_story(browser, live_app, redis_client, redis_server):
     assert checked == [kept]
     d.find_element(By.ID, "live-poll").click()  # stop polling
 
+    # ---- the "All" buttons and the total outside the polled table follow the set (gone when it empties, back after)
+    saved = redis_client.zrange("retry", 0, -1, withscores=True)
+    d.find_element(By.CSS_SELECTOR, "input.select-row:checked").click()
+    d.find_element(By.ID, "live-poll").click()
+    redis_client.delete("retry")
+    wait(d, lambda drv: not drv.find_elements(By.ID, "all-actions"), timeout=8, what="the All buttons to go")
+    assert d.find_element(By.CSS_SELECTOR, ".set-page .total").text == "0"
+    redis_client.zadd("retry", dict(saved))
+    wait(d, lambda drv: drv.find_elements(By.ID, "all-actions"), timeout=8, what="the All buttons to come back")
+    assert d.find_element(By.CSS_SELECTOR, ".set-page .total").text == f"{len(saved):,}"
+    d.find_element(By.ID, "live-poll").click()  # stop polling
+    d.get(f"{live_app}/sidekiq/retries")
+    d.find_elements(By.CSS_SELECTOR, "input.select-row")[0].click()
+
     # ---- Retry All streams progress, then the count
     total = redis_client.zcard("retry")
     d.find_element(By.CSS_SELECTOR, "input.select-row:checked").click()  # "All" buttons show with no selection

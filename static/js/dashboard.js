@@ -158,6 +158,15 @@
     var time = doc.getElementById("server-time"), mine = document.getElementById("server-time");
     if (time && mine) mine.textContent = time.textContent;
   }
+  /* The "All" buttons and the set's total sit outside #live: they come and go with the set's entries. */
+  function updateAroundLive(doc) {
+    var live = document.getElementById("live");
+    var freshAll = doc.getElementById("all-actions"), mineAll = document.getElementById("all-actions");
+    if (freshAll && !mineAll && live) live.parentNode.insertBefore(document.importNode(freshAll, true), live);
+    else if (!freshAll && mineAll) mineAll.remove();
+    var freshTotal = doc.querySelector(".set-page .total"), mineTotal = document.querySelector(".set-page .total");
+    if (freshTotal && mineTotal) mineTotal.textContent = freshTotal.textContent;
+  }
   function livePoll() {
     fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (response) {
@@ -181,6 +190,7 @@
           live.querySelectorAll("tr[data-key]").forEach(function (tr) {
             if (expanded[tr.getAttribute("data-key")]) { var b = tr.querySelector("button.toggle-args"); if (b) b.click(); }
           });
+          updateAroundLive(doc);
           lastClicked = null;
           syncSelection();
           refreshTimes(live);
