@@ -410,9 +410,19 @@ class LeanClient:
     latency medians are mostly server time (the same client for every server)."""
 
     def __init__(self, server) -> None:
+        import requests.utils
+
         cookie = getattr(server, "cookie", None)
-        self.headers = {"Cookie": f"kiqboard_session={cookie}"} if cookie else {}
+        # Like a browser: the User-Agent it signed in with, and the session cookie kept up to date from Set-Cookie.
+        self.headers = {"User-Agent": requests.utils.default_user_agent()}
+        if cookie:
+            self.headers["Cookie"] = f"kiqboard_session={cookie}"
         self.connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=60)
+
+    def keep_cookie(self, response) -> None:
+        for header in response.headers.get_all("Set-Cookie") or ():
+            if header.startswith("kiqboard_session="):
+                self.headers["Cookie"] = header.split(";", 1)[0]
 
     def get(self, path: str, timeout: float = 60, allow_redirects: bool = False):
         for attempt in range(2):  # one reconnect if the server closed an idle keep-alive connection
@@ -421,6 +431,7 @@ class LeanClient:
                 response = self.connection.getresponse()
                 response.content = response.read()
                 response.status_code = response.status
+                self.keep_cookie(response)
                 return response
             except (http.client.HTTPException, ConnectionError):
                 self.connection.close()
