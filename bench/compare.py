@@ -116,30 +116,12 @@ def proxy_child(listen: int, target: int, control: int, delay: float) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
-        def client_side() -> Client:
-            client = Client(delay)
-
-            async def connect_upstream() -> None:
-                try:
-                    _, upstream = await loop.create_connection(lambda: Upstream(delay), "127.0.0.1", target)
-                except OSError:
-                    if client.transport is not None:
-                        client.transport.close()
-                    return
-                client.peer, upstream.peer = upstream, client
-                for data in client.pending:
-                    tcp_proxy._Side.data_received(client, data)
-                client.pending.clear()
-
-            loop.create_task(connect_upstream())
-            return client
-
         async def report(reader, writer) -> None:
             writer.write(f"{counts['bursts']} {counts['commands']}\n".encode())
             await writer.drain()
             writer.close()
 
-        await loop.create_server(client_side, "127.0.0.1", listen)
+        await tcp_proxy.serve(listen, "127.0.0.1", target, delay, client_class=Client, upstream_class=Upstream)
         await asyncio.start_server(report, "127.0.0.1", control)
         print("ready", flush=True)
         stop = asyncio.Event()

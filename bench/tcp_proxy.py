@@ -41,6 +41,10 @@ class _Side(asyncio.Protocol):
         if self.peer is None or self.peer.transport is None:
             self.pending.append(data)
             return
+        self.forward(data)
+
+    def forward(self, data: bytes) -> None:
+        """Release `data` to the peer after the delay (also how bytes held before the peer connected go out)."""
         self.loop.call_at(self.loop.time() + self.delay, self.peer.send, data)
 
     def send(self, data: bytes) -> None:
@@ -59,22 +63,24 @@ class _Side(asyncio.Protocol):
             self.peer.transport.close()
 
 
-async def _serve(listen_port: int, target_host: str, target_port: int, delay: float) -> asyncio.AbstractServer:
+async def serve(listen_port: int, target_host: str, target_port: int, delay: float,
+                client_class: type[_Side] = _Side, upstream_class: type[_Side] = _Side) -> asyncio.AbstractServer:
+    """Listen on loopback and proxy each connection to the target; the side classes let a caller observe traffic."""
     loop = asyncio.get_running_loop()
 
     def client_side() -> _Side:
-        client = _Side(delay)
+        client = client_class(delay)
 
         async def connect_upstream() -> None:
             try:
-                _, upstream = await loop.create_connection(lambda: _Side(delay), target_host, target_port)
+                _, upstream = await loop.create_connection(lambda: upstream_class(delay), target_host, target_port)
             except OSError:
                 if client.transport is not None:
                     client.transport.close()
                 return
             client.peer, upstream.peer = upstream, client
             for data in client.pending:
-                client.data_received(data)
+                client.forward(data)
             client.pending.clear()
 
         loop.create_task(connect_upstream())
@@ -84,7 +90,7 @@ async def _serve(listen_port: int, target_host: str, target_port: int, delay: fl
 
 
 async def main(maps: list[tuple[int, str, int]], delay: float) -> None:
-    servers = [await _serve(port, host, target, delay) for port, host, target in maps]
+    servers = [await serve(port, host, target, delay) for port, host, target in maps]
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
