@@ -882,8 +882,8 @@ def seed(client, pool: DemoProfile | PoolSettings | str | None = None, now: floa
 # ----------------------------------------------------------------------------------------------------------------
 # Simulator
 
-# Scheduled::Enq's Lua: pop one due job from a sorted set.
-_ENQ_LUA = """
+# Sidekiq's Scheduled::Enq Lua (6.3+): pop one due job from a sorted set. The tests race kiqboard against it too.
+SIDEKIQ_POLLER_LUA = """
 local key, now = KEYS[1], ARGV[1]
 local jobs = redis.call("zrangebyscore", key, "-inf", now, "limit", 0, 1)
 if jobs[1] then
@@ -1027,7 +1027,7 @@ class DemoSimulator:
     def _tick_pool(self, state: _PoolState, now: float) -> None:
         profile, client, rng, k = state.profile, state.client, self.rng, state.profile.key
         if state.enq is None:
-            state.enq = client.register_script(_ENQ_LUA)
+            state.enq = client.register_script(SIDEKIQ_POLLER_LUA)
         if not state.discovered:
             self._discover(state)
             state.discovered = True

@@ -12,6 +12,7 @@ import time
 import pytest
 import redis
 
+from demo import SIDEKIQ_POLLER_LUA
 from sidekiq_actions import MOVED, NOT_FOUND, UNMOVABLE, WRONG_TYPE, SidekiqActions, edit_payload
 from sidekiq_reader import entry_key
 from tests.conftest import RedisServer
@@ -439,15 +440,6 @@ def test_empty_sets(client):
 # ---------------------------------------------------------------------------------------------------------------
 # races and faults (real redis-server)
 
-POLLER_LUA = """
-local key, now = KEYS[1], ARGV[1]
-local jobs = redis.call("zrangebyscore", key, "-inf", now, "limit", 0, 1)
-if jobs[1] then
-  redis.call("zrem", key, jobs[1])
-  return jobs[1]
-end
-"""
-
 
 def test_two_retry_alls_and_the_sidekiq_poller_race_exactly_once(redis_server, redis_client):
     count = 20_000
@@ -466,7 +458,7 @@ def test_two_retry_alls_and_the_sidekiq_poller_race_exactly_once(redis_server, r
     def poller():
         try:
             client = redis_server.client()
-            zpop = client.register_script(POLLER_LUA)
+            zpop = client.register_script(SIDEKIQ_POLLER_LUA)
             start.wait()
             polled = 0
             while (raw := zpop(keys=["retry"], args=[repr(time.time())])) is not None:
