@@ -299,18 +299,9 @@ def row(reading: Reading) -> dict:
     }
     summary: PoolSummary | None = reading.value
     if summary is not None:
-        s = summary.stats
         worst_name, worst_latency = summary.worst_queue
+        item.update(summary.stats.as_sidekiq_json())  # the same numbers as the pool's /stats; keys keep the order above
         item.update(
-            processed=s.processed,
-            failed=s.failed,
-            enqueued=s.enqueued,
-            scheduled=s.scheduled,
-            retries=s.retries,
-            dead=s.dead,
-            busy=s.busy,
-            processes=s.processes,
-            default_latency=s.default_latency,
             processed_today=summary.processed_today,
             failed_today=summary.failed_today,
             threads=summary.threads,
