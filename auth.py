@@ -58,6 +58,7 @@ from flask import (
     session,
 )
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadSignature
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user, logout_user
 
 from config import PoolSettings, Settings
@@ -373,7 +374,50 @@ def _fernet(secret_key: str) -> Fernet:
 
 
 class KiqboardSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie session, marked Secure whenever the request itself is https (after ProxyFix)."""
+    """Flask's signed cookie session, marked Secure whenever the request itself is https (after ProxyFix).
+
+    Every signed-in request carries the same cookie until the session changes, and checking it (HMAC, zlib, JSON)
+    was the largest fixed cost of a request. So a cookie this process has verified is remembered, exact string →
+    payload and signing time, and the next request with that string only re-checks the age. Nothing is trusted
+    that was not verified with this app's keys; losing the memory (restart, another dyno) only costs a re-check.
+    """
+
+    verified_limit = 2048
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: tuple = ()
+        self._signer: Any = None
+        self._verified: dict[str, tuple[float, str]] = {}  # cookie -> (signed at, payload as tagged JSON)
+
+    def get_signing_serializer(self, app: Flask):
+        keys = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        if keys != self._keys or self._signer is None:
+            signer = super().get_signing_serializer(app)
+            with self._lock:
+                self._keys, self._signer, self._verified = keys, signer, {}
+        return self._signer
+
+    def open_session(self, app: Flask, request):
+        signer = self.get_signing_serializer(app)
+        if signer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        max_age = app.permanent_session_lifetime.total_seconds()
+        known = self._verified.get(value)
+        if known is not None and 0 <= time.time() - known[0] <= max_age:
+            return self.session_class(self.serializer.loads(known[1]))
+        try:
+            data, signed_at = signer.loads(value, max_age=int(max_age), return_timestamp=True)
+        except BadSignature:
+            return self.session_class()
+        with self._lock:
+            if len(self._verified) >= self.verified_limit:
+                del self._verified[next(iter(self._verified))]
+            self._verified[value] = (signed_at.timestamp(), self.serializer.dumps(data))
+        return self.session_class(data)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         if app.config.get("SESSION_COOKIE_SECURE"):

@@ -637,6 +637,130 @@ def test_each_app_has_its_own_oauth_urls(fake_github):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# The session interface remembers cookies it verified
+
+
+class CountingSigner:
+    """Wraps the app's itsdangerous serializer and counts how often a cookie is really verified."""
+
+    def __init__(self, signer) -> None:
+        self.signer, self.verified = signer, 0
+
+    def loads(self, *args, **kwargs):
+        self.verified += 1
+        return self.signer.loads(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.signer, name)
+
+
+def counting_signer(app) -> CountingSigner:
+    interface = app.session_interface
+    interface.get_signing_serializer(app)
+    interface._signer = CountingSigner(interface._signer)
+    return interface._signer
+
+
+def cookie_value(client) -> str:
+    return client.get_cookie("kiqboard_session").value
+
+
+def test_a_verified_cookie_is_checked_once_then_remembered(app, client, fake_github):
+    sign_in(client, fake_github)
+    signer = counting_signer(app)
+    for _ in range(3):
+        response = client.get("/api/pools")
+        assert response.status_code == 200 and response.get_json()["login"] == "octocat"
+    assert signer.verified == 1
+    assert len(app.session_interface._verified) >= 1
+
+
+def test_remembered_cookie_still_expires(app, client, fake_github, monkeypatch):
+    import time as time_module
+
+    sign_in(client, fake_github)
+    assert client.get("/api/pools").status_code == 200  # verified and remembered
+    later = time_module.time() + app.permanent_session_lifetime.total_seconds() + 60
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    response = client.get("/api/pools")
+    assert response.status_code == 401  # too old: not taken from memory, and the signer refuses it too
+
+
+def test_a_tampered_cookie_is_not_helped_by_the_memory(app, client, fake_github):
+    sign_in(client, fake_github)
+    good = cookie_value(client)
+    assert client.get("/api/pools").status_code == 200
+    payload, stamp, signature = good.rsplit(".", 2)
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    for bad in (f"{payload}.{stamp}.{flipped}", good + "x", good[:-1], " " + good):
+        client.set_cookie("kiqboard_session", bad)
+        assert client.get("/api/pools").status_code == 401, bad
+    client.set_cookie("kiqboard_session", good)
+    assert client.get("/api/pools").status_code == 200
+
+
+def test_each_request_gets_its_own_copy_of_a_remembered_session(app, client, fake_github):
+    from flask import Request
+
+    sign_in(client, fake_github)
+    assert client.get("/api/pools").status_code == 200
+    environ = {"HTTP_COOKIE": f"kiqboard_session={cookie_value(client)}", "REQUEST_METHOD": "GET"}
+    with app.test_request_context():
+        first = app.session_interface.open_session(app, Request(environ))
+        first[auth.USER_SESSION_KEY]["teams"].append("acme/intruders")
+        first[auth.USER_SESSION_KEY]["login"] = "mallory"
+        second = app.session_interface.open_session(app, Request(environ))
+    assert second[auth.USER_SESSION_KEY]["login"] == "octocat"
+    assert "acme/intruders" not in second[auth.USER_SESSION_KEY]["teams"]
+    assert not second.modified
+
+
+def test_flashed_messages_survive_the_memory(app, client):
+    with client.session_transaction() as session:
+        session["_flashes"] = [("warning", "You were signed out.")]
+    for _ in range(2):  # the second read comes from memory: the tuple must come back as it went in
+        with client.session_transaction() as session:
+            assert session["_flashes"] == [("warning", "You were signed out.")]
+            assert isinstance(session["_flashes"][0], tuple)
+        with app.test_request_context(headers={"Cookie": f"kiqboard_session={cookie_value(client)}"}):
+            from flask import get_flashed_messages
+            assert get_flashed_messages(with_categories=True) == [("warning", "You were signed out.")]
+
+
+def test_a_new_secret_key_forgets_what_the_old_one_verified(app, client, fake_github):
+    sign_in(client, fake_github)
+    assert client.get("/api/pools").status_code == 200
+    app.secret_key = "another-secret-key-0123456789abcdef0123"
+    assert client.get("/api/pools").status_code == 401
+    assert app.session_interface._verified == {} or cookie_value(client) not in app.session_interface._verified
+
+
+def test_cookie_of_another_app_is_not_accepted(fake_github):
+    from tests.auth_support import make_settings as settings_for
+
+    first = auth_test_app(settings_for(fake_github))
+    second_settings = settings_for(fake_github)
+    import dataclasses
+    second = auth_test_app(dataclasses.replace(second_settings, secret_key="a-different-key-" + "z" * 32))
+    one = first.test_client()
+    sign_in(one, fake_github)
+    assert one.get("/api/pools").status_code == 200
+    other = second.test_client()
+    other.set_cookie("kiqboard_session", cookie_value(one))
+    assert other.get("/api/pools").status_code == 401
+
+
+def test_the_memory_is_bounded(app, fake_github):
+    app.session_interface.verified_limit = 3
+    clients = [app.test_client() for _ in range(6)]
+    for c in clients:
+        sign_in(c, fake_github)
+        assert c.get("/api/pools").status_code == 200
+        assert len(app.session_interface._verified) <= 3
+    assert all(c.get("/api/pools").status_code == 200 for c in clients)  # forgotten ones are verified again
+
+
+# --------------------------------------------------------------------------------------------------------------
 # A real HTTP server and a real HTTP client (cookies, redirects, Host handling as a browser would)
 
 
