@@ -17,7 +17,11 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # Heroku's buildpack sets WEB_CONCURRENCY from the dyno size; threads serve slow Redis calls without a worker each.
 workers = settings.web_concurrency
 threads = settings.web_threads
-worker_class = "gthread"
+# gthread plus puma's fast track for kept-alive connections (gunicorn_worker.py says why and within which limits).
+worker_class = "gunicorn_worker.FastTrackThreadWorker"
+# The heartbeat file is touched on every loop of every worker: keep it in memory, not on the dyno's disk.
+if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+    worker_tmp_dir = "/dev/shm"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -85,7 +85,7 @@ class Gunicorn:
     """`web:` of the Procfile (gunicorn 'app:create_app()' with gunicorn.conf.py), bound to loopback only."""
 
     def __init__(self, env: Mapping[str, str], port: int, workers: int = 2, threads: int = 8,
-                 max_requests: int | None = None) -> None:
+                 max_requests: int | None = None, extra_args: str = "") -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         command = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip()
@@ -93,6 +93,8 @@ class Gunicorn:
         self.command = f"{command} --bind 127.0.0.1:{port} --access-logfile /dev/null"
         if max_requests is not None:
             self.command += f" --max-requests {max_requests}"
+        if extra_args:
+            self.command += f" {extra_args}"
         self.env = clean_env(**env, PORT=str(port), WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads))
         self.log = tempfile.NamedTemporaryFile(prefix="kiqboard-gunicorn-", suffix=".log", delete=False)
         self.process: subprocess.Popen | None = None
