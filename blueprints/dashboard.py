@@ -260,6 +260,18 @@ def args_text(args) -> str:
     return ", ".join(arg_text(a) for a in args)
 
 
+def args_cell(args) -> Markup:
+    """A job's arguments for a table cell; past ARGS_TRUNCATE characters the rest is behind "Show All"."""
+    text = args_text(args)
+    if len(text) <= ARGS_TRUNCATE:
+        return Markup(f'<span class="args">{escape(text)}</span>')
+    return Markup(
+        f'<span class="args args-short">{escape(truncate(text, ARGS_TRUNCATE))}</span>\n'
+        f'<span class="args args-full" hidden>{escape(truncate(text, ARGS_LIST_MAX))}</span>\n'
+        '<button type="button" class="btn btn-link btn-small toggle-args" aria-expanded="false">Show All</button>'
+    )
+
+
 def pretty_json(value) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, indent=2, default=str)
@@ -627,6 +639,27 @@ def create_dashboard_blueprint(pool) -> Blueprint:
 
     bp.add_app_template_test(lambda name: bool(QUEUE_NAME_RE.match(str(name or ""))), "queue_name")
 
+    # The cells every job table repeats per row, in Python rather than Jinja macros: a page renders up to a few
+    # hundred of them, and a macro call costs several times a function call. Everything from Redis is escaped.
+
+    def queue_link(name) -> Markup:
+        if not name:
+            return Markup("")
+        if QUEUE_NAME_RE.match(str(name)):
+            return Markup(f'<a class="queue-name" href="{escape(purl("queue", name=name))}">{escape(name)}</a>')
+        return Markup(f'<span class="queue-name">{escape(name)}</span>')
+
+    def job_class(job, filter_kind: str | None = None) -> Markup:
+        html = ['<span class="job-class">', "::<wbr>".join(str(escape(part)) for part in job.display_class.split("::")),
+                "</span>"]
+        for tag in job.tags:
+            if filter_kind:
+                html.append(f' <a class="badge badge-info jobtag" href="{escape(purl(filter_kind, substr=tag))}" '
+                            f'title="Filter by this tag">{escape(tag)}</a>')
+            else:
+                html.append(f' <span class="badge badge-info jobtag">{escape(tag)}</span>')
+        return Markup("".join(html))
+
     @bp.context_processor
     def dashboard_helpers() -> dict:
         return {
@@ -634,6 +667,9 @@ def create_dashboard_blueprint(pool) -> Blueprint:
             "ARGS_LIST_MAX": ARGS_LIST_MAX,
             "ERROR_TRUNCATE": ERROR_TRUNCATE,
             "SETS": SETS,
+            "queue_link": queue_link,
+            "job_class": job_class,
+            "args_cell": args_cell,
         }
 
     return bp
