@@ -12,7 +12,7 @@ What it does (loopback only; every child process is stopped on exit, also on Ctr
    `processes` set, IDENTITY hash info/busy/beat/quiet/rss/rtt_us, IDENTITY:workers as Sidekiq 6.4.1 writes it,
    2 running jobs each = 100, so both UIs show every running job on one page; EXPIRE 3 h), 180 days of history.
 2. Sidekiq Web under puma: bench/sidekiq_web/config.ru, `puma -t 8:8 -w 0` (one process, 8 threads, Redis pool 8).
-3. kiqboard under the Procfile's command (gunicorn 'app:create_app()' + gunicorn.conf.py, gthread), twice:
+3. kiqboard under the Procfile's command (gunicorn 'app:create_app()' + gunicorn.conf.py: gunicorn_worker.py's gthread), twice:
    "kiqboard 1x8" (WEB_CONCURRENCY=1, GUNICORN_THREADS=8: the same shape as puma's) and "kiqboard default"
    (gunicorn.conf.py's defaults: 2 workers x 8 threads). max_requests off so no worker restarts mid-run.
    Signed in through tests/fake_github.py's FakeGitHub run in this process (real OAuth dance over HTTP).
@@ -617,8 +617,8 @@ def main() -> int:
           f"{args.duration:g} s) | errors | RSS after (MB) |")
     print("|---|---|---:|---:|---:|")
     configs = {"Sidekiq Web": "puma 5.6 -w 0 -t 8:8, Redis pool 8",
-               "kiqboard 1x8": "gunicorn gthread WEB_CONCURRENCY=1 GUNICORN_THREADS=8",
-               "kiqboard default": "gunicorn gthread 2 workers × 8 threads (gunicorn.conf.py defaults)"}
+               "kiqboard 1x8": "gunicorn (fast-track gthread) WEB_CONCURRENCY=1 GUNICORN_THREADS=8",
+               "kiqboard default": "gunicorn (fast-track gthread) 2 workers × 8 threads (gunicorn.conf.py defaults)"}
     for name in names:
         print(f"| {name} | {configs[name]} | {statistics.fmean(tput[name]):.1f} "
               f"({' / '.join(f'{t:.1f}' for t in tput[name])}) | {errs[name]} | {rss[name]} |")
