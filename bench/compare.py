@@ -395,21 +395,23 @@ class LeanClient:
         import requests.utils
 
         cookie = getattr(server, "cookie", None)
-        # Like a browser: the User-Agent it signed in with, and the session cookie kept up to date from Set-Cookie.
+        # Like a browser: the User-Agent it signed in with, and every cookie the server sets sent back (kiqboard's
+        # session, and Rack's session for Sidekiq Web: without it Rack would mint a new session on every request).
         self.headers = {"User-Agent": requests.utils.default_user_agent()}
-        if cookie:
-            self.headers["Cookie"] = f"kiqboard_session={cookie}"
+        self.cookies = {"kiqboard_session": cookie} if cookie else {}
         self.connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=60)
 
     def keep_cookie(self, response) -> None:
         for header in response.headers.get_all("Set-Cookie") or ():
-            if header.startswith("kiqboard_session="):
-                self.headers["Cookie"] = header.split(";", 1)[0]
+            name, _, value = header.split(";", 1)[0].partition("=")
+            self.cookies[name.strip()] = value.strip()
 
     def get(self, path: str, timeout: float = 60, allow_redirects: bool = False):
         for attempt in range(2):  # one reconnect if the server closed an idle keep-alive connection
             try:
-                self.connection.request("GET", path, headers=self.headers)
+                cookies = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+                self.connection.request("GET", path, headers={**self.headers, "Cookie": cookies} if cookies
+                                        else self.headers)
                 response = self.connection.getresponse()
                 response.content = response.read()
                 response.status_code = response.status
