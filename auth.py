@@ -58,8 +58,8 @@ from flask import (
     session,
 )
 from flask.sessions import SecureCookieSessionInterface
-from itsdangerous import BadSignature
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user, login_user, logout_user
+from itsdangerous import BadSignature
 
 from config import PoolSettings, Settings
 
