@@ -135,8 +135,13 @@ def substr_param() -> str | None:
     return substr[:200] or None
 
 
+def is_queue_name(name) -> bool:
+    """A name Sidekiq Web would route to (its queue pages 404 for any other)."""
+    return bool(QUEUE_NAME_RE.match(str(name or "")))
+
+
 def valid_queue_name(name: str) -> str:
-    if not QUEUE_NAME_RE.match(name or ""):
+    if not is_queue_name(name):
         abort(404)
     return name
 
@@ -637,7 +642,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
     bp.add_app_template_filter(truncate, "cut")
     bp.add_app_template_filter(arg_text, "arg_text")
 
-    bp.add_app_template_test(lambda name: bool(QUEUE_NAME_RE.match(str(name or ""))), "queue_name")
+    bp.add_app_template_test(is_queue_name, "queue_name")
 
     # The cells every job table repeats per row, in Python rather than Jinja macros: a page renders up to a few
     # hundred of them, and a macro call costs several times a function call. Everything from Redis is escaped.
@@ -645,7 +650,7 @@ def create_dashboard_blueprint(pool) -> Blueprint:
     def queue_link(name) -> Markup:
         if not name:
             return Markup("")
-        if QUEUE_NAME_RE.match(str(name)):
+        if is_queue_name(name):
             return Markup(f'<a class="queue-name" href="{escape(purl("queue", name=name))}">{escape(name)}</a>')
         return Markup(f'<span class="queue-name">{escape(name)}</span>')
 
